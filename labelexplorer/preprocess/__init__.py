@@ -1,0 +1,1 @@
+"""Preprocessing: the APOGEE grid, bitmasks, continuum normalisation, element windows, pseudo-continuum."""
