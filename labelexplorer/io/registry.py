@@ -208,13 +208,13 @@ def read(source, format: str | None = None, **options):
     ['allstar', 'apstar', 'apvisit']
     """
     registered = readers()
-    if isinstance(source, (list, tuple)):
+    if isinstance(source, (list, tuple)) and not _is_hdulist(source):  # an HDUList is a list of HDUs
         if not source:
             raise LabelExplorerError("read: expected at least one file")
         parts = [read(item, format=format, **options) for item in source]
         return _combine(parts)
     if format is not None and format not in registered:
-        raise UnknownNameError(f"unknown format {format!r}; known: {', '.join(sorted(registered))}"
+        raise UnknownNameError(f"{source_name(source)}: unknown format {format!r}; known: {', '.join(sorted(registered))}"
                                f"{did_you_mean(format, registered)}")
     path_like = isinstance(source, (str, os.PathLike))
     if path_like and Path(source).is_dir() and format is None:
@@ -232,6 +232,12 @@ def read(source, format: str | None = None, **options):
         return reader.read(Path(source), str(source), **options)
     with open_fits(source) as (hdul, name):
         return reader.read(hdul, name, **options)
+
+
+def _is_hdulist(source) -> bool:
+    from astropy.io import fits
+
+    return isinstance(source, fits.HDUList)
 
 
 def _combine(parts):

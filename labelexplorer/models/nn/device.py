@@ -1,0 +1,208 @@
+"""Where and how the torch models run: device, threads, precision and memory-sized batches.
+
+* Device: ``"auto"`` is CUDA when available, else the CPU using every core this process
+  may run on (``os.sched_getaffinity``).
+* Precision: ``"float32"``, ``"bfloat16"`` (autocast: matrix products and convolutions
+  in bfloat16, everything else in float32) or ``"auto"``. Auto means float32 on the CPU
+  (the benchmark ``benchmarks/bench_bcnn.py`` measures bfloat16 there) and, on CUDA,
+  bfloat16 only after a check on real data shows it stays within a tolerance of float32
+  (see :func:`precision_agrees`).
+* Batch sizes: :func:`rows_per_chunk` sizes a chunk from the memory available on the
+  device and the bytes one row needs; :func:`run_in_chunks` halves the chunk and retries
+  when the device runs out of memory anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from ...exceptions import LabelExplorerError
+
+__all__ = ["choose_device", "configure_threads", "autocast", "resolve_precision", "precision_agrees",
+           "memory_budget", "rows_per_chunk", "run_in_chunks", "is_out_of_memory"]
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def configure_threads() -> int:
+    """Let torch use every CPU core available to this process; returns the thread count.
+
+    Examples
+    --------
+    >>> configure_threads() >= 1
+    True
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    if torch.get_num_threads() != cores:
+        torch.set_num_threads(cores)
+    return cores
+
+
+def choose_device(preference="auto") -> torch.device:
+    """The device to run on: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda[:i]"``.
+
+    Raises
+    ------
+    LabelExplorerError
+        If CUDA is asked for but not available, or the name is not a device.
+
+    Examples
+    --------
+    >>> choose_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(preference, torch.device):
+        preference = str(preference)
+    name = str(preference).lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise LabelExplorerError(f"device: {preference!r} is not a device; use 'auto', 'cpu' or 'cuda'") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LabelExplorerError(f"device: {preference!r} asked for, but CUDA is not available here; "
+                                 "use device='auto' or 'cpu'")
+    if device.type == "cpu":
+        configure_threads()
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision to try first: ``"float32"`` or ``"bfloat16"``.
+
+    ``"auto"`` gives bfloat16 on CUDA devices that support it (to be confirmed with
+    :func:`precision_agrees`) and float32 on the CPU.
+
+    Examples
+    --------
+    >>> resolve_precision("auto", torch.device("cpu"))
+    'float32'
+    """
+    if precision not in PRECISIONS:
+        raise LabelExplorerError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Run matrix products in bfloat16 when *precision* is ``"bfloat16"``; otherwise do nothing.
+
+    Examples
+    --------
+    >>> with autocast(torch.device("cpu"), "bfloat16"):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.bfloat16
+    """
+    if precision == "bfloat16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def precision_agrees(reduced: torch.Tensor, reference: torch.Tensor, scale: torch.Tensor,
+                     tolerance: float = 0.1) -> bool:
+    """True when ``max |reduced − reference| / scale`` is below *tolerance* (e.g. 0.1 σ).
+
+    Examples
+    --------
+    >>> precision_agrees(torch.tensor([1.01]), torch.tensor([1.0]), torch.tensor([0.2]))
+    True
+    """
+    difference = (reduced.float() - reference.float()).abs() / scale.float().clamp_min(1e-12)
+    return bool(difference.max() < tolerance)
+
+
+def memory_budget(device: torch.device, fraction: float = 0.25) -> int:
+    """Bytes a chunk may use: *fraction* of the free GPU memory or of the available RAM.
+
+    Examples
+    --------
+    >>> memory_budget(torch.device("cpu")) > 0
+    True
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * fraction)
+    try:
+        with open("/proc/meminfo") as handle:
+            info = dict(line.split(":", 1) for line in handle)
+        available = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return int(available * fraction)
+
+
+def rows_per_chunk(bytes_per_row: int, device: torch.device, *, maximum: int, fraction: float = 0.25) -> int:
+    """How many rows fit in the memory budget, between 1 and *maximum*.
+
+    Examples
+    --------
+    >>> rows_per_chunk(10**6, torch.device("cpu"), maximum=64)
+    64
+    """
+    return int(max(1, min(maximum, memory_budget(device, fraction) // max(int(bytes_per_row), 1))))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA out-of-memory errors and failed CPU allocations.
+
+    Examples
+    --------
+    >>> is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
+    True
+    """
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def run_in_chunks(function: Callable[[slice], object], n_rows: int, chunk: int) -> list:
+    """Call ``function(rows)`` over consecutive slices of *chunk* rows, halving on out-of-memory.
+
+    Returns the list of results in order.
+
+    Examples
+    --------
+    >>> run_in_chunks(lambda rows: rows.stop - rows.start, 10, 4)
+    [4, 4, 2]
+    """
+    results: list = []
+    start = 0
+    while start < n_rows:
+        rows = slice(start, min(n_rows, start + chunk))
+        try:
+            results.append(function(rows))
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not is_out_of_memory(exc) or chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start = rows.stop
+    return results
+
+
+def chunks(n_rows: int, chunk: int) -> Sequence[slice]:
+    """Consecutive slices of at most *chunk* rows.
+
+    Examples
+    --------
+    >>> chunks(5, 2)
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    return [slice(start, min(n_rows, start + chunk)) for start in range(0, n_rows, max(1, chunk))]

@@ -1,0 +1,224 @@
+"""Layers of the Bayesian networks: always-on MC dropout, a max-norm constraint, StopGrad.
+
+* :class:`MCDropout` stays on at inference (dropout variational inference, Gal &
+  Ghahramani 2016, as used by Leung & Bovy 2019). Its masks come either from torch's
+  global generator (training) or from :class:`DropoutStreams`, one seeded generator per
+  dropout layer, which makes a prediction reproducible for a given seed. With
+  ``repeats=N`` it takes a deterministic activation computed once for ``b`` spectra and
+  returns ``N * b`` independently dropped copies in pass-major order (rows ``n*b`` to
+  ``(n+1)*b - 1`` belong to pass ``n``): the expensive layers in front of the first
+  dropout run once per spectrum instead of once per pass. Because each layer's stream
+  is consumed in pass order, the batched result equals ``N`` sequential single passes
+  drawn from the same streams (on CPU, whose generator is sequential).
+* :func:`apply_max_norm` rescales rows of a weight matrix whose L2 norm exceeds a bound
+  (Keras ``MaxNorm``: the incoming weights of each output unit).
+* :class:`StopGrad` is the identity whose gradient is zero while ``blocking`` is True;
+  the sensitivity analysis switches it off (:func:`stopgrad_passthrough`) so that
+  d label / d pixel includes that path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["MCDropout", "DropoutStreams", "StopGrad", "apply_max_norm", "stopgrad_passthrough",
+           "dropout_disabled", "number_dropout_layers", "n_parameters"]
+
+
+class DropoutStreams:
+    """One reproducible random stream per dropout layer.
+
+    Parameters
+    ----------
+    seed : int
+        Base seed; layer ``i`` uses a generator seeded from ``(seed, i)``.
+    device : torch.device or str
+        Where the masks are drawn.
+
+    Examples
+    --------
+    >>> a = DropoutStreams(3).generator(0).initial_seed()
+    >>> a == DropoutStreams(3).generator(0).initial_seed() != DropoutStreams(3).generator(1).initial_seed()
+    True
+    """
+
+    def __init__(self, seed: int, device="cpu"):
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self._generators: dict[int, torch.Generator] = {}
+
+    def generator(self, layer: int) -> torch.Generator:
+        """The generator of dropout layer *layer* (created on first use)."""
+        if layer not in self._generators:
+            state = np.random.SeedSequence([self.seed, int(layer)]).generate_state(1, dtype=np.uint64)[0]
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(int(state >> np.uint64(1)))
+            self._generators[layer] = generator
+        return self._generators[layer]
+
+
+class MCDropout(nn.Module):
+    """Dropout that is on in training *and* at inference (Monte Carlo dropout).
+
+    Parameters
+    ----------
+    rate : float
+        Probability of zeroing a unit; kept units are scaled by ``1 / (1 - rate)``.
+
+    Attributes
+    ----------
+    stream : int
+        Index of this layer's stream in a :class:`DropoutStreams` (set by the network).
+    enabled : bool
+        False only inside :func:`dropout_disabled` (the deterministic mean network).
+
+    Examples
+    --------
+    >>> layer = MCDropout(0.5).eval()
+    >>> x = torch.ones(2, 1000)
+    >>> out = layer(x, DropoutStreams(0), repeats=3)
+    >>> out.shape, bool((out == 0).any()), sorted(set(out.unique().tolist()))
+    (torch.Size([6, 1000]), True, [0.0, 2.0])
+    """
+
+    def __init__(self, rate: float):
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.stream = 0
+        self.enabled = True
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, stream={self.stream}"
+
+    def forward(self, x: torch.Tensor, streams: DropoutStreams | None = None, repeats: int = 1) -> torch.Tensor:
+        if repeats > 1:
+            # pass-major copies: (b, ...) -> (repeats * b, ...)
+            x = x.unsqueeze(0).expand(repeats, *x.shape)
+        if not self.enabled or self.rate == 0.0:
+            out = x
+        elif streams is None:
+            out = nn.functional.dropout(x, self.rate, training=True)
+        else:
+            keep = torch.rand(x.shape, generator=streams.generator(self.stream), device=x.device,
+                              dtype=torch.float32) >= self.rate
+            out = x * keep.to(x.dtype) * (1.0 / (1.0 - self.rate))
+        return out.reshape(-1, *out.shape[2:]) if repeats > 1 else out
+
+
+def number_dropout_layers(module: nn.Module) -> int:
+    """Give every :class:`MCDropout` in *module* its own stream index; returns how many there are.
+
+    Examples
+    --------
+    >>> number_dropout_layers(nn.ModuleList([MCDropout(0.1), MCDropout(0.2)]))
+    2
+    """
+    count = 0
+    for layer in module.modules():
+        if isinstance(layer, MCDropout):
+            layer.stream = count
+            count += 1
+    return count
+
+
+@contextlib.contextmanager
+def dropout_disabled(module: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily turn every MC dropout layer off (the deterministic "mean network").
+
+    Examples
+    --------
+    >>> layer = MCDropout(0.5)
+    >>> with dropout_disabled(layer):
+    ...     bool((layer(torch.ones(4)) == 1).all())
+    True
+    """
+    layers = [m for m in module.modules() if isinstance(m, MCDropout)]
+    for layer in layers:
+        layer.enabled = False
+    try:
+        yield module
+    finally:
+        for layer in layers:
+            layer.enabled = True
+
+
+class _StopGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+
+class StopGrad(nn.Module):
+    """Identity in the forward pass; zero gradient while ``blocking`` (training).
+
+    Examples
+    --------
+    >>> x = torch.ones(3, requires_grad=True)
+    >>> StopGrad()(x).sum().backward()
+    >>> x.grad.tolist()
+    [0.0, 0.0, 0.0]
+    >>> x.grad = None
+    >>> with stopgrad_passthrough(StopGrad()) as layer:
+    ...     layer(x).sum().backward()
+    >>> x.grad.tolist()
+    [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.blocking = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _StopGradient.apply(x) if self.blocking else x
+
+
+@contextlib.contextmanager
+def stopgrad_passthrough(module: nn.Module) -> Iterator[nn.Module]:
+    """Let gradients through every :class:`StopGrad` in *module* (sensitivity analysis)."""
+    layers = [m for m in module.modules() if isinstance(m, StopGrad)]
+    for layer in layers:
+        layer.blocking = False
+    try:
+        yield module
+    finally:
+        for layer in layers:
+            layer.blocking = True
+
+
+@torch.no_grad()
+def apply_max_norm(linear: nn.Linear, max_norm: float) -> None:
+    """Rescale each output unit's incoming weights to an L2 norm of at most *max_norm*.
+
+    Examples
+    --------
+    >>> layer = nn.Linear(4, 2)
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.fill_(1.0)
+    >>> apply_max_norm(layer, 0.5)
+    >>> [round(v, 4) for v in layer.weight.norm(dim=1).tolist()]
+    [0.5, 0.5]
+    """
+    norms = linear.weight.norm(dim=1, keepdim=True)
+    linear.weight.mul_(torch.clamp(max_norm / norms.clamp_min(1e-12), max=1.0))
+
+
+def n_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters.
+
+    Examples
+    --------
+    >>> n_parameters(nn.Linear(10, 3))
+    33
+    """
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
