@@ -27,11 +27,14 @@ NaN; negative uncertainties (DR12 writes -1 for "none") become NaN.
 
 from __future__ import annotations
 
+import gzip
 import re
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+from astropy.io.fits.verify import VerifyError, VerifyWarning
 
 from ..exceptions import FileFormatError, LabelExplorerError, ShapeError, SpectrumError, UnknownNameError, did_you_mean
 from ..labels import ASPCAP_ELEMENTS, _missing_to_nan
@@ -95,9 +98,25 @@ def _header_text(header, key: str) -> str:
 
 
 def _header_dict(header) -> dict:
-    """The header's keyword values (no structural or COMMENT/HISTORY cards), for ``meta``."""
-    return {key: value for key, value in header.items()
-            if key not in _HEADER_SKIP and isinstance(value, (str, int, float, bool))}
+    """The header's keyword values as a plain dict (no structural or COMMENT/HISTORY cards).
+
+    Real files hold non-standard cards (``AKWISE = NAN``) that astropy refuses to parse
+    until they are fixed; they are fixed here quietly (as strings) instead of warning users.
+    """
+    values = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        for card in header.cards:
+            if card.keyword in _HEADER_SKIP:
+                continue
+            try:
+                value = card.value
+            except VerifyError:
+                card.verify("silentfix")  # the in-memory card only; the file is open read-only
+                value = card.value
+            if isinstance(value, (str, int, float, bool)):
+                values[card.keyword] = value
+    return values
 
 
 def _image_shape(hdu) -> tuple[int, ...] | None:
@@ -133,12 +152,36 @@ def _require(detect: Callable, hdul, name: str, expected: str) -> None:
     except (KeyError, IndexError, ValueError, TypeError, AttributeError):
         recognised = False
     if not recognised:
+        _check_gzip_complete(hdul, name)  # a cut-off .gz file opens silently with fewer HDUs
         raise FileFormatError(f"{name}: not {expected}; the file has {len(hdul)} HDUs ({_layout(hdul)})")
+
+
+def _check_gzip_complete(hdul, name: str) -> None:
+    """FileFormatError if *hdul* was read from a gzip file whose stream ends early."""
+    info = _fileinfo(hdul, 0)
+    filename = str(getattr(info.get("file"), "name", "")) if info else ""
+    if getattr(info.get("file"), "compression", None) != "gzip" or not Path(filename).is_file():
+        return
+    try:
+        with gzip.open(filename, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except (EOFError, OSError) as exc:
+        raise FileFormatError(f"{name}: truncated gzip file ({exc}); expected a complete file - "
+                              "download it again") from exc
+
+
+def _fileinfo(hdul, index: int) -> dict | None:
+    """Where HDU *index* lies in its file (None for an HDUList built in memory).
+
+    The HDU's own ``fileinfo`` is used: ``HDUList.fileinfo`` re-serialises every header.
+    """
+    return hdul[index].fileinfo() if len(hdul) else None
 
 
 def _check_complete(hdul, name: str) -> None:
     """FileFormatError if the file on disk ends before its last HDU does (a cut-off download)."""
-    info = hdul.fileinfo(len(hdul) - 1) if len(hdul) else None
+    info = _fileinfo(hdul, len(hdul) - 1)
     if not info:
         return  # built in memory: nothing to be truncated
     size = getattr(info.get("file"), "size", 0)
@@ -389,7 +432,7 @@ def read_apstar(hdul, name: str, *, rows: str = "combined", bad_bits: Iterable[i
     _check_complete(hdul, name)
     _require(_is_apstar, hdul, name, "an apStar file: expected HDU1 flux, HDU2 error and HDU3 integer pixel "
                                      "bitmask, each (NVISITS+2, 8575) or (8575,), and an NVISITS keyword")
-    header = hdul[0].header
+    header = _header_dict(hdul[0].header)
     flux = np.atleast_2d(hdu_data(hdul, 1, name, what="flux"))
     error = np.atleast_2d(hdu_data(hdul, 2, name, what="flux error"))
     bitmask = np.atleast_2d(hdu_data(hdul, 3, name, what="pixel bitmask"))
@@ -407,9 +450,10 @@ def read_apstar(hdul, name: str, *, rows: str = "combined", bad_bits: Iterable[i
     info = _star_info(header, name, release, len(picks)) | _apstar_row_info(header, picks, nvisits)
     meta = dict(survey="APOGEE", format="apstar", release=release, source=name, rows=rows,
                 bad_bits=_bad_bit_list(bad_bits), flux_unit=_header_text(hdul[1].header, "BUNIT"),
-                header=_header_dict(header), pixel_bitmask=bitmask)
-    return _named(name, Spectra, flux, wavelength, error=_clean_error(error), ids=ids, info=info, meta=meta,
-                    mask=_named(name, _bad_pixels, flux, error, bitmask, meta["bad_bits"]), allow_empty=allow_empty)
+                header=header, pixel_bitmask=bitmask)
+    mask = _named(name, _bad_pixels, flux, error, bitmask, meta["bad_bits"])
+    return _named(name, Spectra, flux, wavelength, error=_clean_error(error), mask=mask, ids=ids, info=info,
+                  meta=meta, allow_empty=allow_empty)
 
 
 # ---------------------------------------------------------------------------- per-element arrays
@@ -449,6 +493,8 @@ def _element_labels(arrays: dict[str, np.ndarray], release: str, symbols: dict) 
                     f"{release!r} unknown and no ELEM_SYMBOL in the file")
     names, to_h = order
     if source == "ELEM" and not to_h.all():  # DR12 [X/M] entries are relative to the uncalibrated FPARAM [M/H]
+        if "FPARAM" not in arrays:
+            return {}, "ELEM not exploded: its [X/M] entries need the FPARAM array for [M/H]"
         metals = _missing_to_nan(arrays["FPARAM"][:, _PARAM_INDEX["M_H"]])
         values = values + np.where(to_h, 0.0, metals[:, np.newaxis])
     errors = _error_values(arrays.get(f"{source}_ERR", np.full(values.shape, np.nan)))
@@ -456,7 +502,8 @@ def _element_labels(arrays: dict[str, np.ndarray], release: str, symbols: dict) 
     for position, symbol in enumerate(names):
         out[f"{symbol.upper()}_H"] = values[:, position]
         out[f"{symbol.upper()}_H_ERR"] = errors[:, position]
-    return out, f"<X>_H from {source} in the {release} element order"
+    by_symbols = len(symbols.get("ELEM_SYMBOL", ())) == len(names)
+    return out, f"<X>_H from {source} in the {'ELEM_SYMBOL' if by_symbols else release} element order"
 
 
 def _error_values(values) -> np.ndarray:
@@ -572,7 +619,7 @@ def read_aspcapstar(hdul, name: str, *, what: str = "spectrum", allow_empty: boo
     wavelength = _apogee_grid(hdul, name, flux.shape[1])
     _check_errors(error, name)
     table = _aspcap_table(hdul, name)
-    header = hdul[0].header
+    header = _header_dict(hdul[0].header)
     release = _guess_release(name, *(np.atleast_1d(table.get("FILE", ""))))
     info = _star_info(header, name, release, 1)
     if "APOGEE_ID" in table and str(table["APOGEE_ID"][0]).strip():
@@ -582,12 +629,12 @@ def read_aspcapstar(hdul, name: str, *, what: str = "spectrum", allow_empty: boo
     info |= {"ASPCAPFLAG": np.asarray(table.get("ASPCAPFLAG", [-1]), dtype=np.int64),
              "NVISITS": np.array([_header_int(header, "NVISITS")]), "snr": np.array([_header_float(header, "SNR")])}
     meta = dict(survey="APOGEE", format="aspcapstar", release=release, source=name, what=what,
-                header=_header_dict(header), elements=element_note, model_flux=model)
+                header=header, elements=element_note, model_flux=model)
     if what == "model":
         return _named(name, Spectra, model, wavelength, mask=_bad_pixels(model, None), ids=info["APOGEE_ID"],
-                        info=info, meta=meta, allow_empty=allow_empty)
+                      info=info, meta=meta, allow_empty=allow_empty)
     return _named(name, Spectra, flux, wavelength, error=_clean_error(error), mask=_bad_pixels(flux, error),
-                    ids=info["APOGEE_ID"], info=info, meta=meta, allow_empty=allow_empty)
+                  ids=info["APOGEE_ID"], info=info, meta=meta, allow_empty=allow_empty)
 
 
 # ---------------------------------------------------------------------------- apVisit
@@ -663,7 +710,7 @@ def read_apvisit(hdul, name: str, *, bad_bits: Iterable[int | str] = DEFAULT_BAD
     flux, error = (np.asarray(parts[key]).ravel()[order][np.newaxis] for key in ("flux", "flux error"))
     bitmask = _native(np.asarray(parts["pixel bitmask"]).ravel()[order][np.newaxis])
     _check_errors(error, name)
-    header = hdul[0].header
+    header = _header_dict(hdul[0].header)
     release = _guess_release(name)
     info = _star_info(header, name, release, 1)
     visit = {"PLATE": _header_text(header, "PLATE"), "MJD": _header_int(header, "MJD5"),
@@ -673,10 +720,11 @@ def read_apvisit(hdul, name: str, *, bad_bits: Iterable[int | str] = DEFAULT_BAD
     apogee_id = info["APOGEE_ID"][0]
     spectrum_id = f"{apogee_id}/{visit['PLATE']}-{visit['MJD']}-{visit['FIBERID']}" if visit["PLATE"] else apogee_id
     meta = dict(survey="APOGEE", format="apvisit", release=release, source=name, bad_bits=_bad_bit_list(bad_bits),
-                flux_unit=_header_text(hdul[1].header, "BUNIT"), header=_header_dict(header),
+                flux_unit=_header_text(hdul[1].header, "BUNIT"), header=header,
                 pixel_bitmask=bitmask)
-    return _named(name, Spectra, flux, wavelength, error=_clean_error(error), ids=[spectrum_id], info=info, meta=meta,
-                    mask=_named(name, _bad_pixels, flux, error, bitmask, meta["bad_bits"]), allow_empty=allow_empty)
+    mask = _named(name, _bad_pixels, flux, error, bitmask, meta["bad_bits"])
+    return _named(name, Spectra, flux, wavelength, error=_clean_error(error), mask=mask, ids=[spectrum_id],
+                  info=info, meta=meta, allow_empty=allow_empty)
 
 
 # ---------------------------------------------------------------------------- allStar

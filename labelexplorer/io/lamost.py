@@ -104,7 +104,8 @@ def is_lamost(hdul) -> bool:
         return False
     if "COADD" in hdul:
         return "FLUX" in [c.upper() for c in hdul["COADD"].columns.names]
-    return _primary_rows(header) >= 2
+    # a spectrum header without its data (truncated file) is still claimed, so the reader can say so
+    return _primary_rows(header) >= 2 or str(header.get("FILENAME", "")).startswith("spec-")
 
 
 # ---------------------------------------------------------------------------- layouts
@@ -288,6 +289,10 @@ def read_lamost(hdul, name: str, *, mask_bits: int | None = None, frame: bool = 
     (5, True)
     """
     header = hdul[0].header
+    if "COADD" not in hdul and _primary_rows(header) == 0:
+        raise FileFormatError(f"{name}: neither a COADD table nor a primary array (a truncated file? LAMOST "
+                              "medium-resolution files, with COADD_B/COADD_R, are not supported); expected a "
+                              "LAMOST low-resolution spectrum")
     parts = _read_coadd(hdul, name) if "COADD" in hdul else _read_primary(hdul, name)
     flux = np.asarray(parts["flux"], dtype=np.float64)
     ivar = np.asarray(parts["ivar"], dtype=np.float64)

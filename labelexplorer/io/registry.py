@@ -214,7 +214,8 @@ def read(source, format: str | None = None, **options):
         parts = [read(item, format=format, **options) for item in source]
         return _combine(parts)
     if format is not None and format not in registered:
-        raise UnknownNameError(f"{source_name(source)}: unknown format {format!r}; known: {', '.join(sorted(registered))}"
+        raise UnknownNameError(f"{source_name(source)}: unknown format {format!r}; "
+                               f"known: {', '.join(sorted(registered))}"
                                f"{did_you_mean(format, registered)}")
     path_like = isinstance(source, (str, os.PathLike))
     if path_like and Path(source).is_dir() and format is None:

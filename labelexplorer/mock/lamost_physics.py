@@ -60,7 +60,7 @@ from typing import Mapping
 import numpy as np
 from scipy import sparse
 from scipy.ndimage import gaussian_filter1d, median_filter
-from scipy.special import voigt_profile
+from scipy.special import expit, voigt_profile
 
 from .._files import atomic_path
 from ..exceptions import LabelError, LabelExplorerError, ShapeError, SpectrumError
@@ -93,7 +93,8 @@ _SIGMA_PIX = 1.0 / (RESOLUTION * math.log(10.0) * LAMOST_LOG_STEP * 2.0 * math.s
 _CHUNK = 256  # stars per block: bounds the (n, n_lines) temporaries
 _WING_WIDTHS = 0.25 * 2.0 ** np.arange(8)  # Lorentzian half widths (Å) of the wing basis
 _FOREST_SEED = 1800
-_N_FOREST = 2500
+_N_FOREST = 3000
+_BLEND = 5  # each pseudo-line is a blend of this many equal weak lines inside one resolution element
 
 # element: (atomic mass, first and second ionisation potentials in eV; NIST)
 _ELEMENTS = {
@@ -130,7 +131,7 @@ _BAND_HEADS = (
     ("CH", 4323.0, 1.00, -25.0),
 )
 # telluric absorption: (air start, air end, depth at airmass 1.2)
-_TELLURIC = ((6867.0, 6920.0, 0.25), (7160.0, 7340.0, 0.06), (7594.0, 7700.0, 0.45),
+_TELLURIC = ((6867.0, 6920.0, 0.25), (7160.0, 7340.0, 0.06), (7594.0, 7700.0, 0.40),
              (8130.0, 8350.0, 0.06), (8950.0, 9100.0, 0.08))
 # night-sky emission lines (air Å, relative strength): [O I], Hg/Na light pollution, OH Meinel bands
 _SKY_LINES = ((4046.56, 0.4), (4358.34, 0.6), (5460.74, 0.6), (5577.34, 2.0), (5889.95, 0.8), (5895.92, 0.6),
@@ -171,7 +172,7 @@ def _column(labels: Mapping, key: str, n: int | None) -> np.ndarray | None:
 
 def _stars(labels: Mapping) -> dict:
     """Validated stellar parameters and [X/H] for every element the model uses."""
-    if not hasattr(labels, "__getitem__") or not hasattr(labels, "__contains__"):
+    if not hasattr(labels, "keys"):
         raise LabelError(f"labels must be a mapping of label name to array (dict, DataFrame, Table); "
                          f"got {type(labels).__name__}")
     missing = [key for key in ("TEFF", "LOGG", "FE_H") if key not in labels]
@@ -211,7 +212,7 @@ _PE_LOG = np.array([-1.2, -0.5, 0.0, 0.8, 1.3, 2.0, 2.6, 2.9, 3.1, 3.3, 3.6])
 
 
 def _log_pe(teff, logg, metals):
-    cool = 1.0 / (1.0 + np.exp((teff - 7500.0) / 600.0))  # metals supply the electrons only in cool stars
+    cool = expit((7500.0 - teff) / 600.0)  # metals supply the electrons only in cool stars
     return np.interp(np.log10(teff), _PE_LOGT, _PE_LOG) + 0.6 * (logg - 4.44) + 0.5 * metals * cool
 
 
@@ -277,10 +278,18 @@ def _damping(lines, teff, logg, doppler):
 
 
 def _log_strength(lines, teff, logg, metals, abundance):
-    """log10 of the line-to-continuum opacity ratio up to a per-line constant."""
+    """log10 of the line-to-continuum opacity ratio up to a per-line constant.
+
+    *teff*, *logg*, *metals* are either one column per star (n, 1) or one reference star per line.
+    """
     log_pe = _log_pe(teff, logg, metals)
-    fraction = _stage_fraction(teff, log_pe, lines["chi1"], lines["chi2"], lines["stage"])
-    return (abundance + np.log10(np.maximum(fraction, 1e-300)) - 5040.0 * lines["chi_exc"] / teff
+    if np.ndim(teff) == 2 and np.shape(teff)[1] == 1:  # per star: ionisation once per species, not per line
+        species = lines["species_table"]
+        fraction = _stage_fraction(teff, log_pe, species["chi1"], species["chi2"], species["stage"])
+        fraction = fraction[:, lines["species_index"]]
+    else:
+        fraction = _stage_fraction(teff, log_pe, lines["chi1"], lines["chi2"], lines["stage"])
+    return (abundance + np.log10(np.maximum(fraction, 1e-30)) - 5040.0 * lines["chi_exc"] / teff
             - _log_kappa(teff, log_pe))
 
 
@@ -294,7 +303,7 @@ def _read_line_list() -> dict:
                 ew_ref=np.array([float(r["ew_ref_mA"]) for r in rows]) / 1000.0,
                 teff_ref=np.array([float(r["teff_ref"]) for r in rows]),
                 logg_ref=np.array([float(r["logg_ref"]) for r in rows]),
-                strong=np.array([r["strong"] == "1" for r in rows]))
+                strong=np.array([r["strong"] == "1" for r in rows]), multiplicity=np.ones(len(rows)))
 
 
 def _pseudo_lines(wavelength: np.ndarray) -> dict:
@@ -302,17 +311,19 @@ def _pseudo_lines(wavelength: np.ndarray) -> dict:
     rng = np.random.default_rng(_FOREST_SEED)
     knots, blanket = np.array(_BLANKET).T
     grid = np.linspace(wavelength[0] - 20.0, wavelength[-1], 20000)
-    density = np.interp(grid, knots, blanket)
+    # where blanketing is weak (the red) the blend lines are both rarer and weaker: density ∝ sqrt(blanketing)
+    density = np.sqrt(np.interp(grid, knots, blanket))
     cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(grid))])
-    centres = np.interp(rng.uniform(0.0, cumulative[-1], _N_FOREST), cumulative, grid)
+    centres = np.sort(np.interp(rng.uniform(0.0, cumulative[-1], _N_FOREST), cumulative, grid))
+    per_line = np.sqrt(np.interp(centres, knots, blanket)) * cumulative[-1] / _N_FOREST  # blanketing / density
     names, weights = zip(*_FOREST_SPECIES)
     species = rng.choice(np.array(names), size=_N_FOREST, p=np.array(weights) / sum(weights))
     ionised = np.char.endswith(species, " II")
     chi_exc = np.where(ionised, rng.uniform(2.0, 4.0, _N_FOREST), rng.uniform(0.0, 4.5, _N_FOREST))
-    ew = cumulative[-1] / _N_FOREST * rng.lognormal(-0.125, 0.5, _N_FOREST)
-    return dict(species=species, wavelength=np.sort(centres), chi_exc=chi_exc, ew_ref=ew,
+    ew = per_line * rng.lognormal(-0.125, 0.5, _N_FOREST)
+    return dict(species=species, wavelength=centres, chi_exc=chi_exc, ew_ref=ew,
                 teff_ref=np.full(_N_FOREST, 5777.0), logg_ref=np.full(_N_FOREST, 4.44),
-                strong=np.zeros(_N_FOREST, bool))
+                strong=np.zeros(_N_FOREST, bool), multiplicity=np.full(_N_FOREST, float(_BLEND)))
 
 
 def _prepare_lines(table: dict) -> dict:
@@ -321,11 +332,18 @@ def _prepare_lines(table: dict) -> dict:
     stage = np.array([2 if s.endswith(" II") else 1 for s in table["species"]])
     mass, chi1, chi2 = (np.array([_ELEMENTS[e][k] for e in element]) for k in range(3))
     lines = dict(table, element=element, stage=stage, mass=mass, chi1=chi1, chi2=chi2)
+    names, first, index = np.unique(table["species"], return_index=True, return_inverse=True)
+    lines["species_index"] = index
+    lines["species_table"] = dict(chi1=chi1[first].astype(np.float32), chi2=chi2[first].astype(np.float32),
+                                  stage=stage[first])
     lines["doppler_ref"] = _doppler_width(lines["wavelength"], mass, lines["teff_ref"], lines["logg_ref"])
     lines["a_ref"] = np.where(lines["strong"], 0.03, 0.005)
     lines["log_strength_ref"] = _log_strength(lines, lines["teff_ref"], lines["logg_ref"], 0.0, 0.0)
-    lines["log_eta_ref"] = _invert_curve_of_growth(lines["ew_ref"], lines["doppler_ref"], lines["a_ref"])
-    return lines
+    lines["log_eta_ref"] = _invert_curve_of_growth(lines["ew_ref"] / lines["multiplicity"], lines["doppler_ref"],
+                                                   lines["a_ref"])
+    # float32 from here on: the per-star work is memory-bound and single precision is ample
+    return {key: value.astype(np.float32) if getattr(value, "dtype", None) == np.float64 else value
+            for key, value in lines.items()}
 
 
 def _invert_curve_of_growth(width, doppler, damping):
@@ -405,7 +423,7 @@ def _hydrogen_scale(wavelength, chi_exc):
     lower_level = np.where(balmer, 2.0, 3.0)
     upper = np.sqrt(1.0 / (1.0 / lower_level ** 2 - 911.27 / wavelength))  # Rydberg: 1/λ = R(1/l² - 1/u²)
     scale_balmer = np.interp(upper, [3, 4, 5, 6, 7, 8, 10, 12, 16], [0.85, 1.0, 1.05, 1.05, 0.95, 0.85, 0.65, 0.45, 0.2])
-    scale_paschen = np.interp(upper, [10, 12, 14, 16, 18], [0.30, 0.28, 0.24, 0.2, 0.15])
+    scale_paschen = np.interp(upper, [10, 12, 14, 16, 18], [0.20, 0.18, 0.15, 0.12, 0.10])
     return np.where(balmer, scale_balmer, scale_paschen)
 
 
@@ -418,7 +436,7 @@ def _hydrogen_width(star, hydrogen):
     cool_scale = np.where(paschen, 0.20, 0.306)
     scale = np.where(log_t < peak, cool_scale, 0.705)
     drop = (np.abs(log_t - peak) / scale) ** 1.5
-    hot = 1.0 / (1.0 + np.exp(-(star["teff"][:, None] - 7000.0) / 700.0))  # cool stars: a Teff indicator only
+    hot = expit((star["teff"][:, None] - 7000.0) / 700.0)  # cool stars: a Teff indicator only
     gravity = 10.0 ** (0.25 * np.clip(logg - 4.0, -3.0, 0.5) * hot)
     return 13.0 * gravity * 10.0 ** (-drop) * hydrogen["scale"]
 
@@ -427,7 +445,7 @@ def _band_strengths(star, systems):
     """(n, n_heads) optical depths at the band heads from Teff, logg and abundances."""
     teff, logg, ab = star["teff"], star["logg"], star["abundance"]
     log_tau = {
-        "TiO": 0.10 - (teff - 3300.0) / 600.0 + ab["Ti"] + 0.5 * (ab["O"] - star["feh"]),
+        "TiO": 0.25 - (teff - 3300.0) / 550.0 + ab["Ti"] + 0.5 * (ab["O"] - star["feh"]),
         "CaH": -0.20 - (teff - 3300.0) / 500.0 + ab["Ca"] + 0.8 * np.minimum(logg - 4.6, 0.0),
         "MgH": -0.60 - (teff - 4000.0) / 700.0 + ab["Mg"] + 0.6 * np.minimum(logg - 4.5, 0.0),
         "CN": np.log10(0.6) - ((teff - 4500.0) / 1800.0) ** 2 - 0.25 * (logg - 2.5) + 0.7 * (ab["C"] + ab["N"]),
@@ -440,16 +458,17 @@ def _band_strengths(star, systems):
 # ---------------------------------------------------------------------------- spectra
 def _metal_widths(star, lines):
     """(n, n_lines) core (Doppler) and total equivalent widths in Å."""
-    teff = star["teff"][:, None]
-    logg = star["logg"][:, None]
-    abundance = np.stack([star["abundance"][e] for e in _ELEMENTS], axis=1)
+    teff = star["teff"][:, None].astype(np.float32)
+    logg = star["logg"][:, None].astype(np.float32)
+    abundance = np.stack([star["abundance"][e] for e in _ELEMENTS], axis=1).astype(np.float32)
     column = {e: i for i, e in enumerate(_ELEMENTS)}
     x_h = abundance[:, [column[e] for e in lines["element"]]]
-    log_eta = lines["log_eta_ref"] + _log_strength(lines, teff, logg, star["metals"][:, None], x_h) \
+    log_eta = lines["log_eta_ref"] + _log_strength(lines, teff, logg, star["metals"][:, None].astype(np.float32), x_h) \
         - lines["log_strength_ref"]
     doppler = _doppler_width(lines["wavelength"], lines["mass"], teff, logg)
     damping = _damping(lines, teff, logg, doppler)
-    return _curve_of_growth(10.0 ** np.clip(log_eta, -12.0, 14.0), doppler, damping)
+    core, total = _curve_of_growth(10.0 ** np.clip(log_eta, -12.0, 14.0), doppler, damping)
+    return core * lines["multiplicity"], total * lines["multiplicity"]
 
 
 def _wing_coefficients(width, gamma):
@@ -537,9 +556,9 @@ def normalized_flux(labels: Mapping[str, np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------------------- observation
 def _response(wavelength):
     """Relative throughput of the blue (3700–5900 Å) and red (5700–9100 Å) arms behind the dichroic."""
-    blue = (1.0 / (1.0 + np.exp(-(wavelength - 3800.0) / 60.0)) / (1.0 + np.exp((wavelength - 5800.0) / 35.0))
+    blue = (expit((wavelength - 3800.0) / 60.0) * expit((5800.0 - wavelength) / 35.0)
             * (0.6 + 0.4 * np.exp(-((wavelength - 4800.0) / 900.0) ** 2)))
-    red = (1.0 / (1.0 + np.exp(-(wavelength - 5920.0) / 35.0))) * (1.0 - 0.5 * ((wavelength - 6800.0) / 2300.0) ** 2)
+    red = expit((wavelength - 5920.0) / 35.0) * (1.0 - 0.5 * ((wavelength - 6800.0) / 2300.0) ** 2)
     return blue + red
 
 
@@ -555,8 +574,8 @@ def _telluric(wavelength, strength):
     depth = np.zeros(wavelength.size)
     for start, end, band_depth in _TELLURIC:
         start, end = air_to_vacuum(np.array([start, end]))
-        inside = 1.0 / (1.0 + np.exp(-(wavelength - start) / 3.0)) / (1.0 + np.exp((wavelength - end) / 8.0))
-        depth += band_depth * inside * np.exp(-(wavelength - start) / (end - start))
+        inside = expit((wavelength - start) / 3.0) * expit((end - wavelength) / 8.0)
+        depth += band_depth * inside * np.exp(-np.maximum(wavelength - start, 0.0) / (0.3 * (end - start)))
     depth = gaussian_filter1d(depth, _SIGMA_PIX)
     return np.exp(np.log1p(-np.minimum(depth, 0.95))[None, :] * strength[:, None])
 
@@ -604,19 +623,17 @@ def _as_snr(snr, n: int) -> np.ndarray:
 
 def _bad_pixels(rng, n: int, n_pix: int):
     """LAMOST-like andmask/ormask: bad CCD blocks, single bad pixels, missing blue ends."""
-    andmask = np.zeros((n, n_pix), np.int32)
-    ormask = np.zeros((n, n_pix), np.int32)
-    block = rng.random(n) < 0.05
-    starts = rng.integers(0, n_pix - 300, n)
-    lengths = rng.integers(10, 300, n)
     columns = np.arange(n_pix)
-    in_block = block[:, None] & (columns >= starts[:, None]) & (columns < (starts + lengths)[:, None])
-    andmask[in_block] |= MASK_BITS["BADCCD"]
-    blue_end = (rng.random(n) < 0.08)[:, None] & (columns < rng.integers(5, 60, n)[:, None])
-    andmask[blue_end] |= MASK_BITS["NODATA"]
-    single = rng.random((n, n_pix)) < 0.002
-    ormask[single] |= MASK_BITS["BADCCD"]
-    return andmask, ormask | andmask
+    starts = np.where(rng.random(n) < 0.05, rng.integers(0, n_pix - 300, n), n_pix)
+    ends = starts + rng.integers(10, 300, n)
+    blue_end = np.where(rng.random(n) < 0.08, rng.integers(5, 60, n), 0)
+    andmask = np.where((columns >= starts[:, None]) & (columns < ends[:, None]), MASK_BITS["BADCCD"], 0)
+    andmask |= np.where(columns < blue_end[:, None], MASK_BITS["NODATA"], 0)
+    ormask = andmask.copy()
+    n_single = rng.poisson(0.002 * n_pix, n)
+    rows = np.repeat(np.arange(n), n_single)
+    ormask[rows, rng.integers(0, n_pix, rows.size)] |= MASK_BITS["BADCCD"]
+    return andmask.astype(np.int32), ormask.astype(np.int32)
 
 
 def observe(normalized: np.ndarray, labels: Mapping[str, np.ndarray], snr, rng: np.random.Generator) -> dict:
@@ -658,7 +675,7 @@ def observe(normalized: np.ndarray, labels: Mapping[str, np.ndarray], snr, rng: 
     >>> bool(40 < np.median(spec["flux"][0, g] * np.sqrt(spec["ivar"][0, g])) < 60)
     True
     """
-    normalized = np.atleast_2d(np.asarray(normalized, dtype=np.float64))
+    normalized = np.atleast_2d(np.asarray(normalized, dtype=np.float32))
     wavelength = lamost_wavelength()
     teff = _column(labels, "TEFF", None) if hasattr(labels, "__contains__") else None
     if teff is None:
@@ -671,36 +688,57 @@ def observe(normalized: np.ndarray, labels: Mapping[str, np.ndarray], snr, rng: 
         raise LabelError("observe: labels['TEFF'] must be positive and finite for every star")
     teff = np.broadcast_to(teff, (n,))
     snr = _as_snr(snr, n)
+    out = dict(flux=np.empty((n, wavelength.size), np.float32), ivar=np.empty((n, wavelength.size), np.float32),
+               andmask=np.empty((n, wavelength.size), np.int32), ormask=np.empty((n, wavelength.size), np.int32))
+    for start in range(0, n, _CHUNK):
+        rows = slice(start, start + _CHUNK)
+        block = _observe_block(normalized[rows], teff[rows], snr[rows], rng, _instrument())
+        for key, values in block.items():
+            out[key][rows] = values
+    out["wavelength"] = wavelength
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _instrument() -> dict:
+    """Per-pixel instrument and sky vectors, computed once."""
+    wavelength = lamost_wavelength()
     response = _response(wavelength)
-    # LAMOST relative flux calibration leaves part of the response and low-order wiggles in the flux
-    x = (wavelength - 6400.0) / 2700.0
-    wiggle = 1.0 + rng.normal(0.0, 0.03, (n, 1)) * x + rng.normal(0.0, 0.02, (n, 1)) * (1.5 * x ** 2 - 0.5)
-    true = normalized * _planck(wavelength, teff) * response ** 0.3 * wiggle
-    true *= _telluric(wavelength, rng.uniform(0.7, 1.6, n))
     sky_continuum, sky_lines = _sky(wavelength)
-    sky_level = rng.lognormal(0.0, 0.5, n)[:, None] * np.clip(20.0 / snr, 0.2, 5.0)[:, None]
-    sky = sky_level * (sky_continuum + sky_lines.sum(axis=0))
-    # counts ∝ flux × the part of the response the calibration removed; variance = object + sky
-    gain = response ** 0.7
-    signal = true / np.median(true[:, (wavelength > 4000) & (wavelength < 5500)], axis=1, keepdims=True)
-    per_pixel = signal * gain / np.sqrt(np.maximum(signal * gain + sky * response, 1e-12))
-    g_band = (wavelength >= BANDS["G"][0]) & (wavelength < BANDS["G"][1])
-    counts_scale = (snr / np.median(per_pixel[:, g_band], axis=1)) ** 2  # S/N ∝ sqrt(exposure)
-    sigma = np.sqrt(np.maximum(signal * gain + sky * response, 1e-12) / counts_scale[:, None]) / gain
+    x = (wavelength - 6400.0) / 2700.0
+    return dict(wavelength=wavelength, response=response, calibrated=response ** 0.3, gain=response ** 0.7,
+                sky=(sky_continuum + sky_lines.sum(axis=0)) * response, sky_lines=sky_lines * response,
+                tilt=x, curvature=1.5 * x ** 2 - 0.5,
+                g_band=(wavelength >= BANDS["G"][0]) & (wavelength < BANDS["G"][1]))
+
+
+def _observe_block(normalized, teff, snr, rng, instrument) -> dict:
+    n = normalized.shape[0]
+    wavelength, gain = instrument["wavelength"], instrument["gain"]
+    # LAMOST relative flux calibration leaves part of the response and low-order wiggles in the flux
+    wiggle = (1.0 + rng.normal(0.0, 0.03, (n, 1)) * instrument["tilt"]
+              + rng.normal(0.0, 0.02, (n, 1)) * instrument["curvature"])
+    signal = normalized * _planck(wavelength, teff) * instrument["calibrated"] * wiggle
+    signal *= _telluric(wavelength, rng.uniform(0.7, 1.6, n))
+    signal /= np.median(signal[:, instrument["g_band"]], axis=1, keepdims=True)
+    # counts ∝ flux × the part of the response the calibration removed; variance = object + sky counts
+    sky_level = rng.lognormal(0.0, 0.5, (n, 1)) * np.clip(20.0 / snr, 0.2, 5.0)[:, None]
+    object_counts = signal * gain
+    sky_counts = sky_level * instrument["sky"]
+    noise = np.sqrt(np.maximum(object_counts + sky_counts, 1e-12))
+    exposure = (snr / np.median((object_counts / noise)[:, instrument["g_band"]], axis=1)) ** 2  # S/N ∝ √exposure
+    sigma = noise / gain / np.sqrt(exposure)[:, None]
     # imperfect sky subtraction leaves a few per cent of each sky line, with either sign
-    residual = rng.normal(0.0, 0.03, (n, sky_lines.shape[0])) @ sky_lines * sky_level * response / gain
+    residual = (rng.normal(0.0, 0.03, (n, instrument["sky_lines"].shape[0])) @ instrument["sky_lines"]) * sky_level / gain
     flux = signal + rng.standard_normal(signal.shape) * sigma + residual
     andmask, ormask = _bad_pixels(rng, n, wavelength.size)
-    bright_sky = sky * response > 3.0 * signal * gain
-    ormask[bright_sky] |= MASK_BITS["BRIGHTSKY"]
-    andmask[bright_sky & (rng.random(bright_sky.shape) < 0.5)] |= MASK_BITS["BRIGHTSKY"]
-    scale = 100.0 * np.sqrt(counts_scale)[:, None]  # relative flux units of order a real file's
-    ivar = 1.0 / (sigma * scale) ** 2
-    flux = flux * scale
-    ivar[ormask != 0] = 0.0
-    flux[andmask != 0] = 0.0
-    return dict(flux=flux.astype(np.float32), ivar=ivar.astype(np.float32), andmask=andmask, ormask=ormask,
-                wavelength=wavelength)
+    ormask[sky_counts > 3.0 * object_counts] |= MASK_BITS["BRIGHTSKY"]
+    andmask[sky_counts > 10.0 * object_counts] |= MASK_BITS["BRIGHTSKY"]
+    ormask |= andmask
+    scale = 100.0 * np.sqrt(exposure)[:, None]  # relative flux units of the order of a real file's
+    ivar = np.where(ormask != 0, 0.0, 1.0 / (sigma * scale) ** 2)
+    flux = np.where(andmask != 0, 0.0, flux * scale)
+    return dict(flux=flux, ivar=ivar, andmask=andmask, ormask=ormask)
 
 
 # ---------------------------------------------------------------------------- file writer

@@ -36,9 +36,10 @@ from .._files import atomic_path
 from ..exceptions import ShapeError
 from ..labels import ASPCAP_ELEMENTS, MISSING
 from ..preprocess.grid import APOGEE_LOG_START, APOGEE_LOG_STEP, APOGEE_N_PIXELS, CHIP_RANGES
-from .population import X_FE_ELEMENTS, X_FE_LABELS
+from .stellar import X_FE_ELEMENTS, X_FE_LABELS
 
-__all__ = ["write_allstar", "write_apstar", "write_aspcapstar", "apstar_name", "aspcapstar_name", "chip_mask",
+__all__ = ["write_allstar", "write_apstar", "write_aspcapstar", "write_bytes", "write_hdulist", "write_lamost_catalog",
+           "apstar_bytes", "aspcapstar_bytes", "apstar_name", "aspcapstar_name", "chip_mask", "fparam_scale",
            "lamost_header", "PARAM_NAMES", "MOCK_RELEASE"]
 
 MOCK_RELEASE = "mock"
@@ -143,7 +144,7 @@ def write_allstar(path, stars: pd.DataFrame, *, header: Mapping | None = None) -
     path : path-like
         Output file, written atomically.
     stars : pandas.DataFrame
-        A table from :func:`labelexplorer.mock.population.population`.
+        A table from :func:`labelexplorer.mock.stellar.population`.
     header : mapping, optional
         Extra keywords for the primary header (e.g. the seed).
 
@@ -156,7 +157,7 @@ def write_allstar(path, stars: pd.DataFrame, *, header: Mapping | None = None) -
     --------
     >>> import tempfile, pathlib
     >>> from astropy.io import fits
-    >>> from labelexplorer.mock.population import population
+    >>> from labelexplorer.mock.stellar import population
     >>> out = write_allstar(pathlib.Path(tempfile.mkdtemp()) / "allStar-mock.fits", population(5))
     >>> with fits.open(out) as hdul:
     ...     len(hdul[1].data), "MG_FE" in hdul[1].columns.names, hdul[1].data["TEFF"].dtype.str
@@ -173,9 +174,109 @@ def write_allstar(path, stars: pd.DataFrame, *, header: Mapping | None = None) -
         primary.header[key] = value
     hdu = fits.table_to_hdu(table)
     hdu.header["EXTNAME"] = "ALLSTAR"
+    return write_hdulist(path, fits.HDUList([primary, hdu]))
+
+
+# ---------------------------------------------------------------------------------- apStar
+# ---------------------------------------------------------------------------------- raw FITS
+# apStar/aspcapStar files are written card by card: astropy's HDU objects cost ~0.1 s per
+# file, too slow for tens of thousands of stars. The FITS format is simple (80-character
+# cards in 2880-byte blocks, big-endian data); tests read every layout back with astropy.
+_BLOCK = 2880
+
+
+def _float_text(value: float) -> str:
+    """A FITS fixed-format real: shortest round-trip repr, upper-case exponent, always a point."""
+    if not np.isfinite(value):
+        value = MISSING  # FITS headers cannot hold NaN/inf; the survey marker says "no value"
+    text = repr(float(value)).upper()
+    if len(text) > 20:
+        text = f"{value:.14G}"
+    mantissa, _, exponent = text.partition("E")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + (f"E{exponent}" if exponent else "")
+
+
+def _card(keyword: str, value, comment: str = "") -> str:
+    """One 80-character header card (fixed format; a long comment is cut)."""
+    if keyword in ("HISTORY", "COMMENT"):
+        return f"{keyword:<8}{value}"[:80].ljust(80)
+    if isinstance(value, (bool, np.bool_)):
+        text = ("T" if value else "F").rjust(20)
+    elif isinstance(value, (int, np.integer)):
+        text = str(int(value)).rjust(20)
+    elif isinstance(value, (float, np.floating)):
+        text = _float_text(float(value)).rjust(20)
+    else:
+        quoted = str(value).replace("'", "''")
+        text = f"'{quoted:<8}'".ljust(20)
+    card = f"{keyword:<8}= {text}"
+    if len(card) > 80:
+        raise ValueError(f"header value of {keyword} too long for one card")
+    if comment:
+        card = f"{card} / {comment}"
+    return card[:80].ljust(80)
+
+
+def _header_bytes(cards: list[tuple]) -> bytes:
+    text = "".join(_card(*card) for card in cards) + "END".ljust(80)
+    return _padded(text.encode("ascii"), b" ")
+
+
+def _padded(data: bytes, fill: bytes = b"\0") -> bytes:
+    return data + fill * (-len(data) % _BLOCK)
+
+
+_BITPIX = {"f4": -32, "f8": -64, "i2": 16, "i4": 32, "u1": 8}
+
+
+def _image_bytes(data: np.ndarray, extra_cards: list[tuple]) -> bytes:
+    """An IMAGE extension holding *data* (NAXIS1 is the last, fastest axis)."""
+    data = np.ascontiguousarray(data)
+    code = data.dtype.str[1:]
+    cards = [("XTENSION", "IMAGE", "IMAGE extension"), ("BITPIX", _BITPIX[code], "Number of bits per data pixel"),
+             ("NAXIS", data.ndim, "Number of data axes")]
+    cards += [(f"NAXIS{axis}", size, "") for axis, size in enumerate(reversed(data.shape), start=1)]
+    cards += [("PCOUNT", 0, "No Group Parameters"), ("GCOUNT", 1, "One Data Group"), *extra_cards]
+    return _header_bytes(cards) + _padded(data.astype(data.dtype.newbyteorder(">")).tobytes())
+
+
+def _primary_bytes(cards: list[tuple]) -> bytes:
+    """A header-only primary HDU (like the real files: BITPIX 16, NAXIS 0)."""
+    return _header_bytes([("SIMPLE", True, "image conforms to FITS standard"), ("BITPIX", 16, "bits per data value"),
+                          ("NAXIS", 0, "number of axes"), ("EXTEND", True, "file may contain extensions"), *cards])
+
+
+def write_bytes(path, data: bytes) -> Path:
+    """Write a file's bytes atomically (temporary sibling, then rename).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> write_bytes(pathlib.Path(tempfile.mkdtemp()) / "x.bin", b"abc").read_bytes()
+    b'abc'
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
-        fits.HDUList([primary, hdu]).writeto(tmp)
+        tmp.write_bytes(data)
+    return path
+
+
+def write_hdulist(path, hdul) -> Path:
+    """Write an astropy HDUList atomically.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from astropy.io import fits
+    >>> out = write_hdulist(pathlib.Path(tempfile.mkdtemp()) / "x.fits", fits.HDUList([fits.PrimaryHDU()]))
+    >>> out.name
+    'x.fits'
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        hdul.writeto(tmp)
     return path
 
 
@@ -211,25 +312,7 @@ def _star_cards(star: Mapping) -> list[tuple]:
 
 
 def write_apstar(path, star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_mjd=None) -> Path:
-    """Write one star's apStar-like file.
-
-    Parameters
-    ----------
-    path : path-like
-        Output file, written atomically.
-    star : mapping
-        One row of the population (``APOGEE_ID``, ``NVISITS``, ``SNR``, ``RA``, ``DEC``, ``J``...).
-    flux, error : array_like, shape (NVISITS + 2, 8575), or (8575,) / (1, 8575) for one visit
-        Rows: pixel-weighted combination, global-weighted combination, then each visit.
-    bitmask : array_like of int, same shape
-        ``APOGEE_PIXMASK`` values (row 0 OR of the visits, row 1 AND, then per visit).
-    visit_snr, visit_mjd : sequence of float, optional
-        Per-visit S/N and MJD for the ``SNRVISn``/``JDn`` keywords.
-
-    Raises
-    ------
-    ShapeError
-        If the arrays do not have the rows ``NVISITS`` implies.
+    """Write one star's apStar-like file (see :func:`apstar_bytes` for the arguments).
 
     Examples
     --------
@@ -244,8 +327,43 @@ def write_apstar(path, star: Mapping, flux, error, bitmask, *, visit_snr=None, v
     ...     hdul[0].header["NVISITS"], hdul[1].data.shape, hdul[3].data.dtype.str
     (2, (4, 8575), '>i2')
     """
-    from astropy.io import fits
+    return write_bytes(path, apstar_bytes(star, flux, error, bitmask, visit_snr=visit_snr, visit_mjd=visit_mjd))
 
+
+def apstar_bytes(star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_mjd=None) -> bytes:
+    """One star's apStar-like file, as the bytes of the FITS file.
+
+    Parameters
+    ----------
+    star : mapping
+        One row of the population (``APOGEE_ID``, ``NVISITS``, ``SNR``, ``RA``, ``DEC``, ``J``...).
+    flux, error : array_like, shape (NVISITS + 2, 8575), or (8575,) / (1, 8575) for one visit
+        Rows: pixel-weighted combination, global-weighted combination, then each visit.
+    bitmask : array_like of int, same shape
+        ``APOGEE_PIXMASK`` values (row 0 OR of the visits, row 1 AND, then per visit).
+    visit_snr, visit_mjd : sequence of float, optional
+        Per-visit S/N and MJD for the ``SNRVISn``/``JDn`` keywords.
+
+    Returns
+    -------
+    bytes
+        HDU0 header, HDU1 flux, HDU2 error, HDU3 bitmask.
+
+    Raises
+    ------
+    ShapeError
+        If the arrays do not have the rows ``NVISITS`` implies.
+
+    Examples
+    --------
+    >>> from astropy.io import fits
+    >>> star = dict(APOGEE_ID="2M00000000+0000000", NVISITS=1, SNR=80.0, RA=0.0, DEC=0.0, GLON=96.3,
+    ...             GLAT=-60.2, J=12.0, H=11.5, K=11.4, TELESCOPE="apo25m", FIELD="096-60")
+    >>> one = np.ones(8575, np.float32)
+    >>> hdul = fits.HDUList.fromstring(apstar_bytes(star, one, one * 0.01, np.zeros(8575, np.int16)))
+    >>> hdul[1].data.shape, hdul[0].header["OBJID"]
+    ((8575,), '2M00000000+0000000')
+    """
     nvisits = int(star["NVISITS"])
     flux = _visit_rows(flux, nvisits, "flux").astype(np.float32)
     error = _visit_rows(error, nvisits, "error").astype(np.float32)
@@ -266,36 +384,24 @@ def write_apstar(path, star: Mapping, flux, error, bitmask, *, visit_snr=None, v
         v = visit + 1
         fiber = 1 + (int(star.get("MOCK_INDEX", 0)) * 7 + 13 * visit) % 300
         mjd = int(visit_mjd[visit])
-        cards += [(f"SFILE{v}", f"apVisit-{MOCK_RELEASE}-{str(star['FIELD'])}-{mjd}-{fiber:03d}.fits",
-                   f"Visit #{v} spectrum file"),
+        cards += [("COMMENT", f"VISIT {v} INFORMATION:"),
+                  (f"SFILE{v}", f"apVisit-{MOCK_RELEASE}-{mjd}-{fiber:03d}.fits", f"Visit #{v} spectrum file"),
                   (f"JD{v}", round(float(visit_mjd[visit]) + 2400000.5, 5), f"Julian date of visit {v}"),
                   (f"FIBER{v}", fiber, f"Fiber, visit {v}"),
                   (f"SNRVIS{v}", round(float(visit_snr[visit]), 4), f"Signal/Noise ratio, visit {v}"),
                   (f"FLAG{v}", starflag, f"STARFLAG for visit {v}")]
-    cards += [("NWAVE", APOGEE_N_PIXELS, "Number of wavelengths in subsequent HDUs"),
+    cards += [("COMMENT", "Wavelength polynomial coefficients (Ang):"),
+              ("NWAVE", APOGEE_N_PIXELS, "Number of wavelengths in subsequent HDUs"),
               ("CRVAL1", APOGEE_LOG_START, "Start log10(wavelength) in subsequent HDUs"),
               ("CDELT1", APOGEE_LOG_STEP, "Dispersion in log10(wavelength)"),
               ("CRPIX1", 1, "Pixel of starting wavelength in subsequent HDUs"),
               ("CTYPE1", "LOG-LINEAR", "Logarithmic wavelength scale in subsequent HDUs"),
               ("DC-FLAG", 1, "Logarithmic wavelength scale in subsequent HDUs")]
     cards += [("HISTORY", line) for line in _APSTAR_HISTORY]
-    primary = fits.PrimaryHDU(header=fits.Header(cards))
-    images = [_image(flux, "Flux (10^-17 erg/s/cm^2/Ang)"), _image(error, "Error (10^-17 erg/s/cm^2/Ang)"),
-              _image(bitmask, "Flag Mask (bitwise)")]
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fits.HDUList([primary, *images]).writeto(tmp)
-    return path
-
-
-def _image(data: np.ndarray, bunit: str | None = None):
-    from astropy.io import fits
-
-    hdu = fits.ImageHDU(data)
-    hdu.header.extend(_GRID_CARDS)
-    if bunit:
-        hdu.header["BUNIT"] = bunit
-    return hdu
+    return (_primary_bytes(cards)
+            + _image_bytes(flux, [*_GRID_CARDS, ("BUNIT", "Flux (10^-17 erg/s/cm^2/Ang)", "")])
+            + _image_bytes(error, [*_GRID_CARDS, ("BUNIT", "Error (10^-17 erg/s/cm^2/Ang)", "")])
+            + _image_bytes(bitmask, [*_GRID_CARDS, ("BUNIT", "Flag Mask (bitwise)", "")]))
 
 
 # ---------------------------------------------------------------------------------- aspcapStar
@@ -328,11 +434,10 @@ def _param_arrays(star: Mapping, fparam_noise: np.ndarray) -> tuple[np.ndarray, 
     param = np.array([value("TEFF"), value("LOGG"), log10("VMICRO"), value("M_H"), relative_to_metals("C_FE"),
                       relative_to_metals("N_FE"), value("ALPHA_M"), log10("VSINI"), relative_to_metals("O_FE")],
                      dtype=np.float32)
+    true_m = star["TRUE_FE_H"] - star["TRUE_M_H"]
     true = np.array([star["TRUE_TEFF"], star["TRUE_LOGG"], np.log10(star["TRUE_VMICRO"]), star["TRUE_M_H"],
-                     star["TRUE_C_FE"] + star["TRUE_FE_H"] - star["TRUE_M_H"],
-                     star["TRUE_N_FE"] + star["TRUE_FE_H"] - star["TRUE_M_H"], star["TRUE_ALPHA_M"],
-                     np.log10(max(float(star["TRUE_VSINI"]), 0.5)),
-                     star["TRUE_O_FE"] + star["TRUE_FE_H"] - star["TRUE_M_H"]], dtype=np.float64)
+                     star["TRUE_C_FE"] + true_m, star["TRUE_N_FE"] + true_m, star["TRUE_ALPHA_M"],
+                     np.log10(max(float(star["TRUE_VSINI"]), 0.5)), star["TRUE_O_FE"] + true_m], dtype=np.float64)
     # FPARAM is the raw grid fit: it exists where the calibrated PARAM was withheld.
     fparam = np.where(param == MISSING, true + fparam_noise, param).astype(np.float32)
     paramflag = np.where(param == MISSING, 1 << 16, 0).astype(np.int32)  # PARAM_BAD-like bit
@@ -356,45 +461,66 @@ def _element_arrays(star: Mapping) -> dict[str, np.ndarray]:
     x_h, x_h_err = np.array(x_h), np.array(x_h_err)
     missing = (x_h == MISSING) | (m_h == MISSING)
     x_m = np.where(missing, MISSING, x_h - m_h)
-    as32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    return {"FELEM": as32(x_m), "FELEM_ERR": as32(np.where(missing, MISSING, x_h_err)),
-            "ELEM": as32(x_m), "ELEM_ERR": as32(np.where(missing, MISSING, x_h_err)),
-            "X_H": as32(x_h), "X_H_ERR": as32(x_h_err), "X_M": as32(x_m),
-            "X_M_ERR": as32(np.where(missing, MISSING, x_h_err)),
-            "ELEMFLAG": np.where(x_h == MISSING, 1 << 8, 0).astype(np.int16)}
+    x_m_err = np.where(missing, MISSING, x_h_err)
+    return {"FELEM": x_m, "FELEM_ERR": x_m_err, "ELEM": x_m, "ELEM_ERR": x_m_err, "X_H": x_h, "X_H_ERR": x_h_err,
+            "X_M": x_m, "X_M_ERR": x_m_err, "ELEMFLAG": np.where(x_h == MISSING, 1 << 8, 0)}
 
 
-def _aspcap_table(star: Mapping, fparam_noise: np.ndarray):
-    """The one-row HDU4 table in the DR13 layout."""
-    from astropy.io import fits
+_N_ELEMENTS = len(ASPCAP_ELEMENTS)
+# (name, FITS TFORM, numpy type, shape, TDIM) of the HDU4 table, in the DR13 column order
+_ASPCAP_COLUMNS = (
+    ("FILE", "28A", "S28", (), None), ("RED_VERS", "5A", "S5", (), None), ("FIELD", "8A", "S8", (), None),
+    ("LOCATION_ID", "J", ">i4", (), None), ("APOGEE_ID", "18A", "S18", (), None),
+    ("RA", "D", ">f8", (), None), ("DEC", "D", ">f8", (), None), ("GLON", "D", ">f8", (), None),
+    ("GLAT", "D", ">f8", (), None), ("J", "E", ">f4", (), None), ("H", "E", ">f4", (), None),
+    ("K", "E", ">f4", (), None), ("AK_TARG", "E", ">f4", (), None), ("AK_TARG_METHOD", "16A", "S16", (), None),
+    ("APOGEE_TARGET1", "J", ">i4", (), None), ("APOGEE_TARGET2", "J", ">i4", (), None),
+    ("STARFLAG", "J", ">i4", (), None), ("ANDFLAG", "J", ">i4", (), None), ("SNR", "E", ">f4", (), None),
+    ("VRAD", "E", ">f4", (), None), ("NVISITS", "I", ">i2", (), None), ("CLASS", "5A", "S5", (), None),
+    ("PARAM", "9E", ">f4", (9,), None), ("PARAM_COV", "81E", ">f4", (9, 9), "(9,9)"),
+    ("FPARAM", "9E", ">f4", (9,), None), ("FPARAM_COV", "81E", ">f4", (9, 9), "(9,9)"),
+    ("PARAMFLAG", "9J", ">i4", (9,), None), ("PARAM_CHI2", "E", ">f4", (), None),
+    ("ASPCAPFLAG", "J", ">i4", (), None),
+    *((name, f"{_N_ELEMENTS}E", ">f4", (_N_ELEMENTS,), None)
+      for name in ("FELEM", "FELEM_ERR", "ELEM", "ELEM_ERR", "X_H", "X_H_ERR", "X_M", "X_M_ERR")),
+    ("ELEMFLAG", f"{_N_ELEMENTS}I", ">i2", (_N_ELEMENTS,), None),
+)
+_ASPCAP_DTYPE = np.dtype([(name, code, shape) for name, _, code, shape, _ in _ASPCAP_COLUMNS])
 
+
+def _table_bytes(record: np.ndarray) -> bytes:
+    """A one-row BINTABLE extension in the layout of :data:`_ASPCAP_COLUMNS`."""
+    cards = [("XTENSION", "BINTABLE", "binary table extension"), ("BITPIX", 8, "8-bit bytes"),
+             ("NAXIS", 2, "2-dimensional binary table"), ("NAXIS1", record.dtype.itemsize, "width of table in bytes"),
+             ("NAXIS2", len(record), "number of rows in table"), ("PCOUNT", 0, "size of special data area"),
+             ("GCOUNT", 1, "one data group (required keyword)"), ("TFIELDS", len(_ASPCAP_COLUMNS), "number of fields")]
+    for number, (name, form, _, _, dim) in enumerate(_ASPCAP_COLUMNS, start=1):
+        cards += [(f"TTYPE{number}", name, ""), (f"TFORM{number}", form, "")]
+        if dim:
+            cards.append((f"TDIM{number}", dim, ""))
+    return _header_bytes(cards) + _padded(record.tobytes())
+
+
+def _aspcap_record(star: Mapping, fparam_noise: np.ndarray) -> np.ndarray:
+    """The one-row HDU4 results of *star* as a big-endian structured array."""
     param, fparam, paramflag = _param_arrays(star, fparam_noise)
-    covariance = np.diag(np.where(param == MISSING, 0.0, np.square(_param_errors(star)))).astype(np.float32)
-    elements = _element_arrays(star)
+    variance = np.where(param == MISSING, 0.0, np.square(_param_errors(star)))
     apogee_id = str(star["APOGEE_ID"])
-    n_el = len(ASPCAP_ELEMENTS)
-    spec = [
-        ("FILE", "28A", apstar_name(apogee_id).replace(".fits", "")), ("RED_VERS", "5A", MOCK_RELEASE),
-        ("FIELD", "8A", str(star["FIELD"])), ("APOGEE_ID", "18A", apogee_id),
-        ("RA", "D", float(star["RA"])), ("DEC", "D", float(star["DEC"])),
-        ("GLON", "D", float(star["GLON"])), ("GLAT", "D", float(star["GLAT"])),
-        ("J", "E", float(star["J"])), ("H", "E", float(star["H"])), ("K", "E", float(star["K"])),
-        ("AK_TARG", "E", float(star["AK_TARG"])), ("AK_TARG_METHOD", "16A", "RJCE_WISE_ALLSKY"),
-        ("APOGEE_TARGET1", "J", 0), ("APOGEE_TARGET2", "J", 0),
-        ("STARFLAG", "J", int(star.get("STARFLAG", 0))), ("ANDFLAG", "J", int(star.get("STARFLAG", 0))),
-        ("SNR", "E", float(star["SNR"])), ("VRAD", "E", 0.0), ("NVISITS", "I", int(star["NVISITS"])),
-        ("CLASS", "5A", _spectral_class(float(star["TRUE_TEFF"]), float(star["TRUE_LOGG"]))),
-        ("PARAM", "9E", param), ("PARAM_COV", "81E", covariance.reshape(81)), ("FPARAM", "9E", fparam),
-        ("FPARAM_COV", "81E", covariance.reshape(81)), ("PARAMFLAG", "9J", paramflag),
-        ("PARAM_CHI2", "E", 1.0), ("ASPCAPFLAG", "J", int(np.int64(star["ASPCAPFLAG"]).astype(np.int32))),
-    ]
-    spec += [(name, f"{n_el}{'I' if name == 'ELEMFLAG' else 'E'}", values) for name, values in elements.items()]
-    columns = []
-    for name, form, value in spec:
-        array = np.asarray([value])
-        dim = "(9,9)" if name.endswith("_COV") else None
-        columns.append(fits.Column(name=name, format=form, array=array, dim=dim))
-    return fits.BinTableHDU.from_columns(columns)
+    values = dict(
+        FILE=apstar_name(apogee_id).removesuffix(".fits"), RED_VERS=MOCK_RELEASE, FIELD=str(star["FIELD"]),
+        LOCATION_ID=0, APOGEE_ID=apogee_id, RA=star["RA"], DEC=star["DEC"], GLON=star["GLON"], GLAT=star["GLAT"],
+        J=star["J"], H=star["H"], K=star["K"], AK_TARG=star["AK_TARG"], AK_TARG_METHOD="RJCE_WISE_ALLSKY",
+        APOGEE_TARGET1=0, APOGEE_TARGET2=0, STARFLAG=int(star.get("STARFLAG", 0)),
+        ANDFLAG=int(star.get("STARFLAG", 0)), SNR=star["SNR"], VRAD=0.0, NVISITS=int(star["NVISITS"]),
+        CLASS=_spectral_class(float(star["TRUE_TEFF"]), float(star["TRUE_LOGG"])),
+        PARAM=param, PARAM_COV=np.diag(variance), FPARAM=fparam, FPARAM_COV=np.diag(variance),
+        PARAMFLAG=paramflag, PARAM_CHI2=1.0,
+        ASPCAPFLAG=np.int64(star["ASPCAPFLAG"]).astype(np.uint32).astype(np.int32),  # the DR13 column is 32-bit
+        **_element_arrays(star))
+    record = np.zeros(1, dtype=_ASPCAP_DTYPE)
+    for name, value in values.items():
+        record[name] = value.encode("ascii") if isinstance(value, str) else value
+    return record
 
 
 def _param_errors(star: Mapping) -> np.ndarray:
@@ -407,12 +533,28 @@ def _param_errors(star: Mapping) -> np.ndarray:
 
 
 def write_aspcapstar(path, star: Mapping, flux, error, model, *, fparam_noise=None) -> Path:
-    """Write one star's aspcapStar-like file (continuum-normalised spectrum, model, results).
+    """Write one star's aspcapStar-like file (see :func:`aspcapstar_bytes` for the arguments).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from astropy.io import fits
+    >>> from labelexplorer.mock.stellar import population
+    >>> star = population(1, seed=3).iloc[0].to_dict()
+    >>> ones = np.ones(8575, np.float32)
+    >>> out = write_aspcapstar(pathlib.Path(tempfile.mkdtemp()) / "a.fits", star, ones, ones * 0.01, ones)
+    >>> with fits.open(out) as hdul:
+    ...     len(hdul), hdul[4].data["PARAM"].shape, hdul[4].data["X_H"].shape
+    (5, (1, 9), (1, 26))
+    """
+    return write_bytes(path, aspcapstar_bytes(star, flux, error, model, fparam_noise=fparam_noise))
+
+
+def aspcapstar_bytes(star: Mapping, flux, error, model, *, fparam_noise=None) -> bytes:
+    """One star's aspcapStar-like file (normalised spectrum, model, results), as FITS bytes.
 
     Parameters
     ----------
-    path : path-like
-        Output file, written atomically.
     star : mapping
         One row of the population (pipeline-like labels, ``TRUE_`` labels, photometry...).
     flux, error, model : array_like, shape (8575,)
@@ -422,20 +564,16 @@ def write_aspcapstar(path, star: Mapping, flux, error, model, *, fparam_noise=No
         Noise added to the truth for the raw ``FPARAM`` entries whose calibrated value is
         withheld (-9999 in ``PARAM``); zeros when omitted.
 
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from astropy.io import fits
-    >>> from labelexplorer.mock.population import population
-    >>> star = population(1, seed=3).iloc[0].to_dict()
-    >>> ones = np.ones(8575, np.float32)
-    >>> out = write_aspcapstar(pathlib.Path(tempfile.mkdtemp()) / "a.fits", star, ones, ones * 0.01, ones)
-    >>> with fits.open(out) as hdul:
-    ...     len(hdul), hdul[4].data["PARAM"].shape, hdul[4].data["X_H"].shape
-    (5, (1, 9), (1, 26))
-    """
-    from astropy.io import fits
+    Returns
+    -------
+    bytes
+        HDU0 header, HDU1-3 flux, error, model, HDU4 the results table.
 
+    Raises
+    ------
+    ShapeError
+        If an array does not have 8575 pixels.
+    """
     arrays = []
     for what, values in (("flux", flux), ("error", error), ("model", model)):
         values = np.asarray(values, dtype=np.float32).reshape(-1)
@@ -443,8 +581,7 @@ def write_aspcapstar(path, star: Mapping, flux, error, model, *, fparam_noise=No
             raise ShapeError(f"aspcapStar {what}: expected {APOGEE_N_PIXELS} pixels, got {np.shape(values)}")
         arrays.append(values)
     noise = np.zeros(9) if fparam_noise is None else np.asarray(fparam_noise, dtype=float)
-    apogee_id = str(star["APOGEE_ID"])
-    cards = [("OBJ", apogee_id, "Object ID"),
+    cards = [("OBJ", str(star["APOGEE_ID"]), "Object ID"),
              ("RA", float(star["RA"]), "RA (J2000)"), ("DEC", float(star["DEC"]), "DEC (J2000)"),
              ("GLON", float(star["GLON"]), "Galactic longitude"), ("GLAT", float(star["GLAT"]), "Galactic latitude"),
              ("J", round(float(star["J"]), 4), "2MASS J magnitude"),
@@ -458,12 +595,19 @@ def write_aspcapstar(path, star: Mapping, flux, error, model, *, fparam_noise=No
              ("VRAD", 0.0, "radial velocity of this spectrum"),
              ("NVISITS", int(star["NVISITS"]), "number of visits"),
              ("MOCK", True, "simulated by the labelexplorer mock universe")]
-    primary = fits.PrimaryHDU(header=fits.Header(cards))
-    hdus = [primary, *(_image(values) for values in arrays), _aspcap_table(star, noise)]
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
-    return path
+    return (_primary_bytes(cards) + b"".join(_image_bytes(values, _GRID_CARDS) for values in arrays)
+            + _table_bytes(_aspcap_record(star, noise)))
+
+
+def fparam_scale() -> np.ndarray:
+    """Typical raw-fit errors of the 9 FPARAM entries (scale of the noise on withheld values).
+
+    Examples
+    --------
+    >>> fparam_scale().shape
+    (9,)
+    """
+    return np.array([60.0, 0.12, 0.05, 0.05, 0.06, 0.08, 0.04, 0.05, 0.05])
 
 
 def chip_mask() -> np.ndarray:
@@ -514,3 +658,43 @@ def _lamost_subclass(teff: float) -> str:
         if teff < limit:
             return name
     return "B9"
+
+
+def write_lamost_catalog(path, stars: pd.DataFrame, lasp: pd.DataFrame, filenames) -> Path:
+    """Write the catalog of the LAMOST-like spectra: file, ids, LASP-like and true labels.
+
+    Columns follow the LAMOST LRS stellar-parameter catalog in lower case (``obsid``,
+    ``filename``, ``designation``... ``teff``, ``teff_err``, ``logg``, ``feh``, ``snrg``),
+    plus the cross-match ``APOGEE_ID``, ``MOCK_INDEX`` and ``TRUE_TEFF/TRUE_LOGG/TRUE_FE_H``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from astropy.table import Table
+    >>> from labelexplorer.mock.stellar import population
+    >>> stars = population(2, seed=0)
+    >>> lasp = pd.DataFrame({"TEFF": [5000.0, 4000.0], "TEFF_ERR": [50.0, 60.0], "LOGG": [2.0, 4.5],
+    ...                      "LOGG_ERR": [0.1, 0.1], "FEH": [0.0, -0.2], "FEH_ERR": [0.05, 0.05]})
+    >>> out = write_lamost_catalog(pathlib.Path(tempfile.mkdtemp()) / "c.fits", stars, lasp, ["a", "b"])
+    >>> Table.read(out)["teff"].tolist()
+    [5000.0, 4000.0]
+    """
+    from astropy.io import fits
+    from astropy.table import Table
+
+    table = Table()
+    table["obsid"] = 200_000_000 + stars["MOCK_INDEX"].to_numpy(dtype=np.int64)
+    table["filename"] = np.asarray(filenames, dtype=str)
+    table["ra"] = stars["RA"].to_numpy(dtype=np.float64)
+    table["dec"] = stars["DEC"].to_numpy(dtype=np.float64)
+    table["snrg"] = stars["LAMOST_SNRG"].to_numpy(dtype=np.float32)
+    for name, column in (("teff", "TEFF"), ("logg", "LOGG"), ("feh", "FEH")):
+        table[name] = lasp[column].to_numpy(dtype=np.float32)
+        table[f"{name}_err"] = lasp[f"{column}_ERR"].to_numpy(dtype=np.float32)
+    table["APOGEE_ID"] = stars["APOGEE_ID"].to_numpy().astype(str)
+    table["MOCK_INDEX"] = stars["MOCK_INDEX"].to_numpy(dtype=np.int64)
+    for label in ("TEFF", "LOGG", "FE_H", "M_H", "ALPHA_M"):
+        table[f"TRUE_{label}"] = stars[f"TRUE_{label}"].to_numpy(dtype=np.float32)
+    hdu = fits.table_to_hdu(table)
+    hdu.header["EXTNAME"] = "LRS_STELLAR"
+    return write_hdulist(path, fits.HDUList([fits.PrimaryHDU(), hdu]))

@@ -37,6 +37,9 @@ _REGISTRY: dict[str, type["LabelModel"]] = {}
 # name -> module that registers it on import (kept lazy: torch is slow to import)
 _BUILTIN_MODELS = {
     "ridge": "labelexplorer.models.ridge",
+    "slam": "labelexplorer.models.slam",
+    "bcnn-censored": "labelexplorer.models.bcnn",
+    "bcnn": "labelexplorer.models.bcnn",
 }
 
 

@@ -18,6 +18,7 @@ onto another (8575 ↔ 7514 ↔ 7214) by :func:`pixels_on_grid`.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -31,6 +32,8 @@ from .grid import APOGEE_N_PIXELS, chip_slices, n_gap_removed, release_for_pixel
 __all__ = ["normalise_continuum", "continuum_pixels_from_file", "derive_continuum_pixels", "pixels_on_grid"]
 
 _APOGEE_GRIDS = (APOGEE_N_PIXELS, n_gap_removed("dr17"), n_gap_removed("dr12"))
+_SPREAD_STRIDE = 4
+_DERIVE_CHUNK = 256  # spectra per chunk when deriving continuum pixels (bounds memory, keeps BLAS busy)
 
 
 # ---------------------------------------------------------------------------- grid mapping
@@ -97,10 +100,15 @@ def _continuum_mask(continuum_pixels, n_pixels: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- batched fit
+@functools.lru_cache(maxsize=32)
 def _chebyshev_design(n_chip: int, degree: int) -> np.ndarray:
-    """Chebyshev basis T_0..T_degree at the chip's pixels mapped onto [-1, 1], shape (n_chip, degree+1)."""
-    x = np.linspace(-1.0, 1.0, n_chip)
-    return np.polynomial.chebyshev.chebvander(x, degree)
+    """Chebyshev basis T_0..T_degree at the chip's pixels mapped onto [-1, 1], shape (n_chip, degree+1).
+
+    Cached (read-only) because one-spectrum-at-a-time callers would rebuild it for every spectrum.
+    """
+    design = np.polynomial.chebyshev.chebvander(np.linspace(-1.0, 1.0, n_chip), degree)
+    design.flags.writeable = False
+    return design
 
 
 def _solve_chip(flux: np.ndarray, weights: np.ndarray, design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +125,11 @@ def _solve_chip(flux: np.ndarray, weights: np.ndarray, design: np.ndarray) -> tu
     scale = weights.max(axis=1, initial=0.0, keepdims=True)
     scaled = np.divide(weights, scale, out=np.zeros_like(weights), where=scale > 0)
     scaled[failed] = 0.0
-    normal = np.einsum("nk,ki,kj->nij", scaled, design, design)
-    rhs = np.einsum("nk,ki,nk->ni", scaled, design, flux)
+    # normal[n, i, j] = Σ_k w[n, k] T_i(x_k) T_j(x_k): one matrix product against the basis
+    # products (an einsum over three operands would loop in C without BLAS)
+    products = np.einsum("ki,kj->kij", design, design).reshape(len(design), n_terms * n_terms)
+    normal = (scaled @ products).reshape(-1, n_terms, n_terms)
+    rhs = (scaled * flux) @ design
     normal[failed] = np.eye(n_terms)  # placeholder system, result discarded
     return np.linalg.solve(normal, rhs[..., np.newaxis])[..., 0], failed
 
@@ -141,26 +152,36 @@ def _fit_inputs(spectra: Spectra, columns: np.ndarray) -> tuple[np.ndarray, np.n
 def _continuum(spectra: Spectra, fit_mask: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray]:
     """Continuum (n, p; NaN off-chip and on failed chips) and per-chip failure flags (n, 3).
 
-    *fit_mask* selects the pixels to fit: (p,) shared by all spectra (only those columns
-    are read, which is what makes the batch path cheap) or (n, p) per spectrum.
+    Only the columns of *fit_mask* (p,) are read, which is what makes the batch path cheap.
     """
     continuum = np.full(spectra.flux.shape, np.nan)
     failures = []
     for chip in chip_slices(spectra.n_pixels):
         design = _chebyshev_design(chip.stop - chip.start, degree)
-        if fit_mask.ndim == 1:
-            rows = np.flatnonzero(fit_mask[chip])
-            flux, weights = _fit_inputs(spectra, chip.start + rows)
-        else:
-            rows = np.arange(chip.stop - chip.start)
-            flux, weights = _fit_inputs(spectra, chip.start + rows)
-            weights *= fit_mask[:, chip]
+        rows = np.flatnonzero(fit_mask[chip])
+        flux, weights = _fit_inputs(spectra, chip.start + rows)
         coefficients, failed = _solve_chip(flux, weights, design[rows])
-        fitted = coefficients @ design.T
-        fitted[failed] = np.nan
-        continuum[:, chip] = fitted
+        _evaluate(coefficients, failed, design, continuum[:, chip])
         failures.append(failed)
     return continuum, np.column_stack(failures)
+
+
+def _evaluate(coefficients: np.ndarray, failed: np.ndarray, design: np.ndarray, out: np.ndarray) -> None:
+    """Write the fitted continuum of one chip into *out* (NaN where the fit failed)."""
+    # straight into the output (no (n, chip) temporary); with only degree + 1 terms
+    # einsum's plain loop beats a BLAS call on a strided output
+    np.einsum("nt,kt->nk", coefficients, design, out=out)
+    out[failed] = np.nan
+
+
+def _continuum_per_spectrum(flux: np.ndarray, weights: np.ndarray, degree: int) -> np.ndarray:
+    """Continuum from full (n, p) flux and weight arrays, each spectrum with its own pixels."""
+    continuum = np.full(flux.shape, np.nan)
+    for chip in chip_slices(flux.shape[1]):
+        design = _chebyshev_design(chip.stop - chip.start, degree)
+        coefficients, failed = _solve_chip(flux[:, chip], weights[:, chip], design)
+        _evaluate(coefficients, failed, design, continuum[:, chip])
+    return continuum
 
 
 def _check_degree(degree) -> int:
@@ -329,33 +350,50 @@ def _label_values(labels, n_spectra: int) -> np.ndarray:
     return values
 
 
-def _first_guess_continuum(spectra: Spectra, degree: int, n_clip: int = 5, clip: float = 1.0) -> np.ndarray:
+def _first_guess_continuum(spectra: Spectra, degree: int, n_clip: int = 5, clip: float = 1.0
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-spectrum upper-envelope continuum: refit while dropping pixels below fit − clip·σ.
 
     Absorption lines pull a plain fit down; rejecting the pixels well below it converges
-    on the pseudo-continuum (the classic asymmetric-clipping continuum fit).
+    on the pseudo-continuum (the classic asymmetric-clipping continuum fit). Returns the
+    continuum and the fit inputs (flux, weights) it was computed from.
     """
-    keep = np.ones(spectra.flux.shape, dtype=bool)
     flux, weights = _fit_inputs(spectra, np.arange(spectra.n_pixels))
+    keep = np.ones(flux.shape, dtype=bool)
     for _ in range(n_clip):
-        continuum, _ = _continuum(spectra, keep, degree)
+        continuum = _continuum_per_spectrum(flux, weights * keep, degree)
         residual = np.where(weights > 0, flux - continuum, np.nan)
+        sample = residual[:, ::_SPREAD_STRIDE]  # a robust spread needs no more than every few pixels
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            spread = 1.4826 * np.nanmedian(np.abs(residual - np.nanmedian(residual, axis=1, keepdims=True)),
+            spread = 1.4826 * np.nanmedian(np.abs(sample - np.nanmedian(sample, axis=1, keepdims=True)),
                                            axis=1, keepdims=True)
         keep = ~(residual < -clip * spread)
-    return _continuum(spectra, keep, degree)[0]
+    return _continuum_per_spectrum(flux, weights * keep, degree), flux, weights
 
 
-def _linear_label_fit(flux: np.ndarray, weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-pixel weighted linear fit flux = a + b·x over standardised labels; returns (p, 1 + L)."""
-    design = np.column_stack([np.ones(len(labels)), labels])  # (n, 1 + L)
-    normal = np.einsum("np,ni,nj->pij", weights, design, design)
-    rhs = np.einsum("np,ni,np->pi", weights, design, flux)
+def _label_normal_equations(spectra: Spectra, design: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel normal equations of flux/pseudo-continuum = design · coefficients, (p, t, t) and (p, t).
+
+    The weights are the inverse variances of the pseudo-normalised flux (ivar · continuum²).
+    """
+    continuum, flux, weights = _first_guess_continuum(spectra, degree)
+    usable = np.isfinite(continuum) & (weights > 0)
+    safe = np.where(usable, continuum, 1.0)
+    weights = np.where(usable, weights * safe ** 2, 0.0)
+    pseudo = np.where(usable, flux / safe, 0.0)
     n_terms = design.shape[1]
+    # Σ_n w[n, p] x_i x_j as one matrix product (a three-operand einsum would loop without BLAS)
+    products = np.einsum("ni,nj->nij", design, design).reshape(len(design), n_terms * n_terms)
+    normal = (weights.T @ products).reshape(-1, n_terms, n_terms)
+    return normal, (weights * pseudo).T @ design
+
+
+def _solve_pixels(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve every pixel's small system; NaN coefficients where it is singular (no usable data)."""
+    n_terms = normal.shape[-1]
     singular = np.linalg.matrix_rank(normal) < n_terms
-    normal[singular] = np.eye(n_terms)
+    normal = np.where(singular[:, None, None], np.eye(n_terms), normal)
     coefficients = np.linalg.solve(normal, rhs[..., np.newaxis])[..., 0]
     coefficients[singular] = np.nan
     return coefficients
@@ -418,14 +456,20 @@ def derive_continuum_pixels(spectra: Spectra, labels, *, f_cut: float = 0.01, sl
     if complete.sum() < values.shape[1] + 2:
         raise LabelError(f"derive_continuum_pixels: {int(complete.sum())} spectra have complete labels; "
                          f"at least {values.shape[1] + 2} are needed")
-    spectra, values = spectra[np.flatnonzero(complete)], values[complete]
+    rows, values = np.flatnonzero(complete), values[complete]
     spread = values.std(axis=0)
     standardised = (values - values.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
-    continuum = _first_guess_continuum(spectra, degree)
-    flux, weights = _fit_inputs(spectra, np.arange(spectra.n_pixels))
-    usable = np.isfinite(continuum) & (weights > 0)
-    pseudo = np.where(usable, flux / np.where(usable, continuum, 1.0), 0.0)
-    coefficients = _linear_label_fit(pseudo, np.where(usable, weights * continuum ** 2, 0.0), standardised)
+    design = np.column_stack([np.ones(len(rows)), standardised])  # first-order Cannon: 1, x_1..x_L
+    normal = np.zeros((spectra.n_pixels, design.shape[1], design.shape[1]))
+    rhs = np.zeros((spectra.n_pixels, design.shape[1]))
+    # the normal equations are sums over stars: accumulate them in chunks so that memory stays
+    # bounded for large training sets
+    for start in range(0, len(rows), _DERIVE_CHUNK):
+        chunk = slice(start, start + _DERIVE_CHUNK)
+        part_normal, part_rhs = _label_normal_equations(spectra[rows[chunk]], design[chunk], degree)
+        normal += part_normal
+        rhs += part_rhs
+    coefficients = _solve_pixels(normal, rhs)
     with np.errstate(invalid="ignore"):
         level_ok = np.abs(coefficients[:, 0] - 1.0) < f_cut
         slope_ok = np.max(np.abs(coefficients[:, 1:]), axis=1, initial=0.0) < slope_cut

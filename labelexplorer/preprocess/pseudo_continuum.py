@@ -8,9 +8,15 @@ spline coefficients (a P-spline) so that knot intervals without good pixels are 
 smoothly. Pixels far from the fit are then rejected and the spline refitted, a few times.
 The rejection is asymmetric, because absorption lines push pixels below the continuum far
 more often than noise or emission pushes them above it: a pixel is dropped when its
-relative residual ``f / cont - 1`` is below ``-k_low * s`` or above ``k_high * s``, where
-``s`` is a robust scatter (1.4826 x median absolute deviation) of the residuals in its
-``bin_width``-Angstrom wavelength bin.
+relative residual ``f / cont - 1`` is below ``-k_low * s`` or above ``k_high * s``. The
+scale ``s`` is measured in ``bin_width``-Angstrom wavelength bins: the median relative
+error ``error / cont`` of the bin when the spectra carry errors (a scatter of the residuals
+would be inflated by the very lines we want to reject), else a robust scatter
+(1.4826 x median absolute deviation) of the kept residuals. The fit runs in two phases:
+first only low pixels are rejected, lifting the spline out of the lines onto the upper
+envelope; then high pixels (emission, cosmic rays) are rejected too. A fit dragged down
+by line blanketing would otherwise reject the true continuum as "emission". The highest
+10 % of each bin are never rejected as absorption, so no knot interval is emptied.
 
 Speed: on a shared grid the spline basis is built once and every spectrum's weighted
 normal equations are formed in one sparse-dense product (each pixel touches 4 of the
@@ -25,7 +31,6 @@ pass it a continuum you already fitted to avoid fitting twice).
 from __future__ import annotations
 
 import inspect
-import warnings
 
 import numpy as np
 
@@ -36,7 +41,8 @@ __all__ = ["fit_pseudo_continuum", "pseudo_continuum_normalise"]
 
 _MAD_TO_SIGMA = 1.4826
 _MIN_PIXELS_PER_BIN = 8  # fewer kept pixels than this: the bin borrows the spectrum's overall scatter
-_RESCUE_QUANTILE = 0.75  # pixels above this quantile of their bin are never rejected as absorption
+_RESCUE_QUANTILE = 0.9  # the top 10 % of a bin are never rejected as absorption
+_CHUNK = 256  # spectra fitted together
 _SCATTER_FLOOR = 1e-4  # relative; noise-free spectra would otherwise reject pixels over rounding errors
 
 
@@ -73,79 +79,94 @@ class _SplineBasis:
         return np.asarray(self.design @ coefficients.T).T
 
 
+def _nan_quantile(values: np.ndarray, quantile: float) -> np.ndarray:
+    """Quantile over the last axis ignoring NaN, vectorised (np.nanquantile loops in Python)."""
+    ordered = np.sort(values, axis=-1)  # NaN sorts last
+    counts = np.sum(~np.isnan(values), axis=-1)
+    position = quantile * np.maximum(counts - 1, 0)
+    below = np.floor(position).astype(int)[..., None]
+    above = np.minimum(below + 1, np.maximum(counts - 1, 0)[..., None])
+    fraction = (position - below[..., 0])
+    low = np.take_along_axis(ordered, below, axis=-1)[..., 0]
+    high = np.take_along_axis(ordered, above, axis=-1)[..., 0]
+    return np.where(counts > 0, low + fraction * (high - low), np.nan)
+
+
 class _Bins:
     """Consecutive wavelength bins: a padded (n_bins, width) pixel index (-1 pads) and each pixel's bin."""
 
     def __init__(self, wavelength: np.ndarray, bin_width: float):
-        self.of_pixel = np.floor((wavelength - wavelength[0]) / bin_width).astype(int)
-        starts = np.flatnonzero(np.r_[True, np.diff(self.of_pixel) > 0])
-        self.of_pixel = np.cumsum(np.r_[0, np.diff(self.of_pixel) > 0])  # renumber 0..n_bins-1
+        label = np.floor((wavelength - wavelength[0]) / bin_width).astype(int)
+        self.of_pixel = np.r_[0, np.cumsum(np.diff(label) > 0)]
+        starts = np.flatnonzero(np.r_[True, np.diff(label) > 0])
         ends = np.r_[starts[1:], wavelength.size]
         index = starts[:, None] + np.arange(int(np.max(ends - starts)))[None, :]
         self.index = np.where(index < ends[:, None], index, -1)
 
     def gather(self, values: np.ndarray) -> np.ndarray:
-        """(n, n_bins, width) view of *values* (n, p), NaN where a bin is shorter than the widest."""
+        """(n, n_bins, width) copy of *values* (n, p), NaN where a bin is shorter than the widest."""
         padded = np.concatenate([values, np.full((values.shape[0], 1), np.nan)], axis=1)
         return padded[:, self.index]  # index -1 picks the NaN column
 
-    def statistics(self, residual: np.ndarray, keep: np.ndarray, quantile: float):
-        """Per-pixel robust scatter of the kept residuals and upper quantile of all residuals in its bin."""
-        kept = self.gather(np.where(keep, residual, np.nan))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # empty bins are NaN by design
-            centre = np.nanmedian(kept, axis=2, keepdims=True)
-            import os
-            mode = os.environ.get("PCMODE", "mad")
-            if mode == "mad":
-                scatter = _MAD_TO_SIGMA * np.nanmedian(np.abs(kept - centre), axis=2)
-            elif mode == "upper":
-                scatter = _MAD_TO_SIGMA * np.nanmedian(np.where(kept >= centre, kept - centre, np.nan), axis=2)
-            elif mode == "upper0":
-                allr = self.gather(residual)
-                scatter = _MAD_TO_SIGMA * np.nanmedian(np.where(allr >= 0, allr, np.nan), axis=2)
-            elif mode == "noise":
-                scatter = np.nanmedian(self.gather(self.relerr), axis=2)
-            flat = np.where(keep, residual, np.nan)
-            overall = _MAD_TO_SIGMA * np.nanmedian(np.abs(flat - np.nanmedian(flat, axis=1, keepdims=True)), axis=1)
-            upper = np.nanquantile(self.gather(residual), quantile, axis=2)
-        counts = np.sum(np.isfinite(kept), axis=2)
-        scatter = np.where(counts >= _MIN_PIXELS_PER_BIN, scatter, overall[:, None])
-        scatter = np.maximum(np.nan_to_num(scatter), _SCATTER_FLOOR)
-        return scatter[:, self.of_pixel], upper[:, self.of_pixel]
+    def quantile(self, values: np.ndarray, quantile: float) -> np.ndarray:
+        """Per-pixel quantile of the finite *values* of its bin, shape (n, p)."""
+        return _nan_quantile(self.gather(values), quantile)[:, self.of_pixel]
+
+    def scatter(self, residual: np.ndarray) -> np.ndarray:
+        """Per-pixel 1.4826 x MAD of the finite residuals of its bin (the spectrum's own when too few)."""
+        binned = self.gather(residual)
+        centre = _nan_quantile(binned, 0.5)
+        scatter = _MAD_TO_SIGMA * _nan_quantile(np.abs(binned - centre[..., None]), 0.5)
+        overall = _MAD_TO_SIGMA * _nan_quantile(np.abs(residual - _nan_quantile(residual, 0.5)[:, None]), 0.5)
+        enough = np.sum(~np.isnan(binned), axis=2) >= _MIN_PIXELS_PER_BIN
+        return np.where(enough, scatter, overall[:, None])[:, self.of_pixel]
 
 
-def _fit_shared_grid(wavelength, flux, weight, good, options) -> np.ndarray:
+def _rejection_scale(bins: _Bins, residual, keep, continuum, error) -> np.ndarray:
+    if error is None:
+        scale = bins.scatter(np.where(keep, residual, np.nan))
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(np.isfinite(residual), error / np.abs(continuum), np.nan)
+        scale = bins.quantile(relative, 0.5)
+    return np.maximum(np.nan_to_num(scale, nan=np.inf), _SCATTER_FLOOR)
+
+
+def _fit_shared_grid(wavelength, flux, weight, good, error, options) -> np.ndarray:
     basis = _SplineBasis(wavelength, options["knot_spacing"])
     bins = _Bins(wavelength, options["bin_width"])
+    # chunks keep the temporaries in cache; results do not depend on the chunk size
+    return np.concatenate([
+        _fit_rows(basis, bins, flux[rows], weight[rows], good[rows], None if error is None else error[rows], options)
+        for rows in (slice(start, start + _CHUNK) for start in range(0, flux.shape[0], _CHUNK))])
+
+
+def _fit_rows(basis, bins, flux, weight, good, error, options) -> np.ndarray:
     flux = np.where(good, flux, 0.0)
-    keep = good
-    continuum = basis.fit(flux, weight * keep, options["smoothing"])
-    # Phase 1 only rejects low pixels, lifting the fit out of the absorption lines; only once it
-    # sits on the upper envelope can high pixels be told apart from continuum (phase 2), or
-    # a fit dragged down by line blanketing would reject the true continuum as "emission".
-    for k_high in (np.inf, options["k_high"]):
+    keep = good.copy()
+    continuum = basis.fit(flux, weight, options["smoothing"])
+    for k_high in (np.inf, options["k_high"]):  # phase 1: lift onto the envelope; phase 2: also clip high
+        active = np.arange(flux.shape[0])  # spectra whose selection still changes
         for _ in range(options["n_iter"]):
+            f, g, c = flux[active], good[active], continuum[active]
             with np.errstate(divide="ignore", invalid="ignore"):
-                residual = np.where(good & (continuum > 0), flux / continuum - 1.0, np.nan)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                bins.relerr = np.where(weight > 0, 1 / np.sqrt(weight) / np.abs(continuum), np.nan)
-            scatter, upper = bins.statistics(residual, keep & np.isfinite(residual), _RESCUE_QUANTILE)
-            # the highest pixels of every bin are never rejected as absorption, so no knot
-            # interval is emptied by a fit that dipped too low there
-            low_ok = (residual > -options["k_low"] * scatter) | (residual >= upper)
-            new_keep = good & low_ok & (residual < k_high * scatter)
+                residual = np.where(g & (c > 0), f / c - 1.0, np.nan)
+            scale = _rejection_scale(bins, residual, keep[active], c, None if error is None else error[active])
+            top_of_bin = residual >= bins.quantile(residual, _RESCUE_QUANTILE)
+            new_keep = g & ((residual > -options["k_low"] * scale) | top_of_bin) & (residual < k_high * scale)
             # a spectrum whose every pixel would be rejected keeps its previous selection
-            new_keep = np.where(new_keep.any(axis=1, keepdims=True), new_keep, keep)
-            if np.array_equal(new_keep, keep):
+            new_keep = np.where(new_keep.any(axis=1, keepdims=True), new_keep, keep[active])
+            changed = np.any(new_keep != keep[active], axis=1)
+            active = active[changed]
+            if not active.size:
                 break
-            keep = new_keep
-            continuum = basis.fit(flux, weight * keep, options["smoothing"])
+            keep[active] = new_keep[changed]
+            continuum[active] = basis.fit(flux[active], weight[active] * keep[active], options["smoothing"])
     return continuum
 
 
 def fit_pseudo_continuum(spectra: Spectra, *, knot_spacing: float = 100.0, bin_width: float = 100.0,
-                         k_low: float = 1.0, k_high: float = 3.0, n_iter: int = 5,
+                         k_low: float = 1.5, k_high: float = 3.0, n_iter: int = 5,
                          smoothing: float = 1e-3) -> np.ndarray:
     """Fit the pseudo-continuum of every spectrum: a smooth spline through its upper envelope.
 
@@ -158,7 +179,8 @@ def fit_pseudo_continuum(spectra: Spectra, *, knot_spacing: float = 100.0, bin_w
     bin_width : float
         Angstrom width of the bins in which the residual scatter is measured.
     k_low, k_high : float
-        Reject pixels more than ``k_low`` scatters below / ``k_high`` above the fit.
+        Reject pixels more than ``k_low`` scales below / ``k_high`` above the fit, the scale
+        being the bin's median relative error (or its residual scatter without errors).
     n_iter : int
         Maximum number of reject-and-refit rounds (stops early once nothing changes).
     smoothing : float
@@ -183,6 +205,8 @@ def fit_pseudo_continuum(spectra: Spectra, *, knot_spacing: float = 100.0, bin_w
     >>> float(np.max(np.abs(cont[0] / truth - 1))) < 0.005
     True
     """
+    if not isinstance(spectra, Spectra):
+        raise ShapeError(f"fit_pseudo_continuum: expected a Spectra object, got {type(spectra).__name__}")
     options = dict(knot_spacing=float(knot_spacing), bin_width=float(bin_width), k_low=float(k_low),
                    k_high=float(k_high), n_iter=int(n_iter), smoothing=float(smoothing))
     if min(knot_spacing, bin_width, k_low, k_high) <= 0 or n_iter < 0 or smoothing < 0:
@@ -194,12 +218,14 @@ def fit_pseudo_continuum(spectra: Spectra, *, knot_spacing: float = 100.0, bin_w
         raise SpectrumError(f"{spectra.meta.get('source', 'spectra')}: spectrum {spectra.ids[empty[0]]!r} has no "
                             f"good pixel ({empty.size} such spectra); expected some unmasked flux to fit a continuum")
     flux = spectra.flux.astype(np.float64)
-    weight = spectra.ivar.astype(np.float64) if spectra.has_errors else good.astype(np.float64)
-    weight = np.where(good, weight, 0.0)
+    error = np.where(good, spectra.error, np.nan).astype(np.float64) if spectra.has_errors else None
+    weight = np.where(good, spectra.ivar, 0.0).astype(np.float64) if spectra.has_errors else good.astype(np.float64)
     if spectra.shared_grid:
-        return _fit_shared_grid(spectra.wavelength, flux, weight, good, options)
-    return np.concatenate([_fit_shared_grid(spectra.wavelength[i], flux[i:i + 1], weight[i:i + 1],
-                                            good[i:i + 1], options) for i in range(spectra.n_spectra)])
+        return _fit_shared_grid(spectra.wavelength, flux, weight, good, error, options)
+    return np.concatenate([
+        _fit_shared_grid(spectra.wavelength[i], flux[i:i + 1], weight[i:i + 1], good[i:i + 1],
+                         None if error is None else error[i:i + 1], options)
+        for i in range(spectra.n_spectra)])
 
 
 def pseudo_continuum_normalise(spectra: Spectra, *, continuum=None, **options) -> Spectra:

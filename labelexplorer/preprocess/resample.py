@@ -82,6 +82,10 @@ def resample(spectra: Spectra, wavelength) -> Spectra:
     >>> [round(float(e), 3) for e in out.error[0, 1:3]]
     [0.1, 0.15]
     """
+    if not isinstance(spectra, Spectra):
+        raise ShapeError(f"resample: expected a Spectra object, got {type(spectra).__name__}")
+    if spectra.n_pixels < 2:
+        raise ShapeError(f"resample: expected spectra of at least 2 pixels to interpolate, got {spectra.n_pixels}")
     grid = _check_grid(wavelength)
     left, weight, inside = _neighbours(spectra.wavelength, grid)
     shared = spectra.shared_grid

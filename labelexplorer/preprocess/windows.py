@@ -40,6 +40,7 @@ MOLECULE_ELEMENTS = {"CO": "C", "CN": "N", "OH": "O"}
 
 _N_WINDOW_GRID = n_gap_removed("dr17")
 _WINDOW_GRIDS = (APOGEE_N_PIXELS, _N_WINDOW_GRID, n_gap_removed("dr12"))
+_ELEMENT_SPELLING = {element.upper(): element for element in ASPCAP_ELEMENTS}
 
 
 def _grid_wavelength(n_pixels: int) -> np.ndarray:
@@ -206,7 +207,10 @@ class ElementWindows:
         self._weights: dict[str, np.ndarray] = {}
         sizes = set() if n_pixels is None else {int(n_pixels)}
         for element, values in weights.items():
-            values = np.asarray(values, dtype=np.float64)
+            try:
+                values = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ShapeError(f"{self.source}: weights of {element!r} are not numbers") from exc
             if values.ndim != 1 or not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(values > 1):
                 raise ShapeError(f"{self.source}: weights of {element!r} must be a 1-D array of values in [0, 1]")
             sizes.add(values.size)
@@ -268,16 +272,26 @@ class ElementWindows:
         return _grid_wavelength(self.n_pixels)
 
     def _key(self, element: str) -> str:
-        """Case-insensitive lookup that also accepts label names such as ``MG_FE`` or ``TIII_H``."""
-        lookup = {name.upper(): name for name in self._weights}
+        """The stored name of *element*: exact spelling first, then case-insensitive, label names too.
+
+        Case matters where it must: ``"CO"`` (the molecule) and ``"Co"`` (cobalt) can both be
+        present, so a case-insensitive match is used only when it is unambiguous.
+        """
+        if element in self._weights:
+            return element
         key = str(element).strip().upper()
         for suffix in ("_FE", "_H"):
-            if key not in lookup and key.endswith(suffix):
-                key = key[: -len(suffix)]
-        if key not in lookup:
+            # a label name (MG_FE, CO_H) names an element, never a molecule: use the ASPCAP spelling
+            spelling = _ELEMENT_SPELLING.get(key[: -len(suffix)]) if key.endswith(suffix) else None
+            if spelling in self._weights:
+                return spelling
+        matches = [name for name in self._weights if name.upper() == key]
+        if len(matches) > 1:
+            raise UnknownNameError(f"{self.source}: {element!r} is ambiguous between {matches}; give the exact spelling")
+        if not matches:
             raise UnknownNameError(f"{self.source}: no window for element {element!r}; known: {list(self._weights)}"
                                    f"{did_you_mean(str(element), self._weights)}")
-        return lookup[key]
+        return matches[0]
 
     def weights(self, element: str) -> np.ndarray:
         """Per-pixel weights in [0, 1] of *element* (a copy)."""

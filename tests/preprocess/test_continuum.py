@@ -310,6 +310,15 @@ def test_derived_pixels_ignore_rows_with_missing_labels():
     assert not (pixels & sensitive).any()
 
 
+def test_derived_pixels_do_not_depend_on_the_chunk_size(monkeypatch):
+    from labelexplorer.preprocess import continuum
+
+    spectra, labels, _, _ = _training_set(n_spectra=30)
+    whole = derive_continuum_pixels(spectra, labels)
+    monkeypatch.setattr(continuum, "_DERIVE_CHUNK", 7)  # 30 stars in five chunks
+    np.testing.assert_array_equal(derive_continuum_pixels(spectra, labels), whole)
+
+
 def test_derived_pixels_accept_a_label_table():
     import pandas as pd
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import torch
 
 from ...exceptions import LabelExplorerError
 
-__all__ = ["choose_device", "configure_threads", "autocast", "resolve_precision", "precision_agrees",
+__all__ = ["choose_device", "configure_threads", "forked_rng", "flush_denormals", "autocast", "resolve_precision", "precision_agrees",
            "memory_budget", "rows_per_chunk", "run_in_chunks", "is_out_of_memory"]
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -73,6 +73,42 @@ def choose_device(preference="auto") -> torch.device:
     if device.type == "cpu":
         configure_threads()
     return device
+
+
+def forked_rng(device: torch.device):
+    """A context in which torch's global generators (CPU, and *device* if CUDA) may be re-seeded
+    without changing the caller's random state.
+
+    Examples
+    --------
+    >>> before = torch.get_rng_state()
+    >>> with forked_rng(torch.device("cpu")):
+    ...     _ = torch.manual_seed(123)
+    >>> bool(torch.equal(before, torch.get_rng_state()))
+    True
+    """
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=cuda)
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[bool]:
+    """Treat denormal floats as zero on the CPU inside the block, then restore torch's default.
+
+    Adam's second moments and the gradients of rarely used weights fall into the denormal
+    range during training, and CPU arithmetic on denormals is many times slower.
+
+    Examples
+    --------
+    >>> with flush_denormals():
+    ...     float(torch.tensor([1e-44], dtype=torch.float32)[0])
+    0.0
+    """
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield supported
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -196,13 +232,3 @@ def run_in_chunks(function: Callable[[slice], object], n_rows: int, chunk: int) 
         start = rows.stop
     return results
 
-
-def chunks(n_rows: int, chunk: int) -> Sequence[slice]:
-    """Consecutive slices of at most *chunk* rows.
-
-    Examples
-    --------
-    >>> chunks(5, 2)
-    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
-    """
-    return [slice(start, min(n_rows, start + chunk)) for start in range(0, n_rows, max(1, chunk))]

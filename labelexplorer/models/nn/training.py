@@ -32,6 +32,7 @@ refused rather than silently reused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -45,6 +46,7 @@ from safetensors.torch import load_file, save_file
 
 from ..._files import atomic_directory
 from ...exceptions import LabelExplorerError, ModelFileError
+from .device import flush_denormals, forked_rng
 
 __all__ = ["TrainingSettings", "TrainingResult", "train", "split_indices", "optimizer_tensors",
            "load_optimizer_tensors", "module_tensors"]
@@ -242,7 +244,7 @@ def _evaluate(module, loss_fn, data, rows: np.ndarray, batch_size: int, device, 
         return math.nan
     module.eval()
     total = 0.0
-    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.no_grad(), forked_rng(device):
         torch.manual_seed(seed)
         for start in range(0, rows.size, batch_size):
             index = torch.as_tensor(rows[start:start + batch_size])
@@ -317,75 +319,102 @@ def train(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], to
     >>> loss = lambda m, b: ((m(b["x"]) - 3 * b["x"]) ** 2).mean()
     >>> result = train(layer, loss, {"x": x}, TrainingSettings(epochs=40, batch_size=8, learning_rate=0.05,
     ...                progress=False), device=torch.device("cpu"))
-    >>> round(float(layer.weight), 1)
+    >>> round(float(layer.weight.detach()), 1)
     3.0
     """
     names = list(data)
     n_rows = len(data[names[0]])
     if any(len(value) != n_rows for value in data.values()):
         raise LabelExplorerError("train: every data tensor needs the same number of rows")
-    train_rows, val_rows = split_indices(n_rows, settings.validation_fraction, settings.seed)
-    optimizer = torch.optim.Adam(module.parameters(), lr=settings.learning_rate)
-    checkpoint = _Checkpoint(settings.checkpoint_dir, fingerprint) if settings.checkpoint_dir else None
-    state, best, resumed_from = _LoopState(lr=settings.learning_rate), {}, None
-    if checkpoint is not None and checkpoint.exists():
-        state, best = checkpoint.load(module, optimizer, device)
-        resumed_from = state.epoch
-        _set_rng_states(state.rng, device)
-    module.train()
-    batches_per_epoch = max(1, math.ceil(train_rows.size / settings.batch_size))
-    bar = _progress_bar(settings, state)
-    in_step = False
-    try:
-        while not state.finished:
-            epoch = state.epoch
-            for group in optimizer.param_groups:
-                group["lr"] = state.lr
-            if state.step == 0:
-                torch.manual_seed(_derived_seed(settings.seed, epoch, 0))
-            order = torch.randperm(train_rows.size, generator=torch.Generator().manual_seed(
-                _derived_seed(settings.seed, epoch, 1)))
-            for step in range(state.step, batches_per_epoch):
-                index = torch.as_tensor(train_rows)[order[step * settings.batch_size:(step + 1) * settings.batch_size]]
-                batch = {key: value[index].to(device, non_blocking=True) for key, value in data.items()}
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(module, batch)
-                if not torch.isfinite(loss):
-                    raise LabelExplorerError(f"{settings.description}: the loss became {float(loss)} at epoch "
-                                             f"{epoch + 1}; try a smaller learning_rate")
-                loss.backward()
-                in_step = True
-                optimizer.step()
-                if constrain is not None:
-                    constrain(module)
-                state = dataclasses.replace(state, step=step + 1, loss_sum=state.loss_sum + float(loss) * index.numel(),
-                                            loss_count=state.loss_count + index.numel(), rng=_rng_states(device))
-                in_step = False
-            val_loss = _evaluate(module, loss_fn, data, val_rows, max(settings.batch_size, 256), device,
-                                 _derived_seed(settings.seed, 2**31))
-            state, best = _after_epoch(state, settings, val_loss, module, best)
-            if checkpoint is not None:
-                checkpoint.save(state, module, best, optimizer)
-            record = state.history[-1]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4g}", val_loss=f"{record['val_loss']:.4g}",
-                                lr=f"{record['lr']:.2g}")
-            for callback in callbacks:
-                callback(dict(record))
-    except KeyboardInterrupt:
-        if checkpoint is not None and not in_step:
-            checkpoint.save(state, module, best, optimizer)
-            where = f"epoch {state.epoch + 1}, step {state.step}" if state.step else f"after epoch {state.epoch}"
-            print(f"{settings.description} interrupted ({where}); checkpoint saved in {checkpoint.directory}. "
-                  "Call fit again with the same checkpoint_dir to resume.")
-        raise
-    finally:
+    run = _Run(module, loss_fn, data, settings, device, constrain, fingerprint)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(flush_denormals())
+        bar = _progress_bar(settings, run.state)
         if bar is not None:
-            bar.close()
-    if best:
-        module.load_state_dict({key: value.to(device) for key, value in best.items()})
-    return TrainingResult(list(state.history), state.best_epoch, state.stopped_early, resumed_from)
+            cleanup.callback(bar.close)
+        try:
+            while not run.state.finished:
+                record = run.epoch()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.4g}", val_loss=f"{record['val_loss']:.4g}",
+                                    lr=f"{record['lr']:.2g}")
+                for callback in callbacks:
+                    callback(dict(record))
+        except KeyboardInterrupt:
+            run.save_after_interrupt()
+            raise
+    if run.best:
+        module.load_state_dict({key: value.to(device) for key, value in run.best.items()})
+    state = run.state
+    return TrainingResult(list(state.history), state.best_epoch, state.stopped_early, run.resumed_from)
+
+
+class _Run:
+    """One training run: its data split, optimizer, checkpoint and current state."""
+
+    def __init__(self, module, loss_fn, data, settings: TrainingSettings, device, constrain, fingerprint: str):
+        self.module, self.loss_fn, self.data, self.settings = module, loss_fn, data, settings
+        self.device, self.constrain = device, constrain
+        n_rows = len(next(iter(data.values())))
+        self.train_rows, self.val_rows = split_indices(n_rows, settings.validation_fraction, settings.seed)
+        self.batches_per_epoch = max(1, math.ceil(self.train_rows.size / settings.batch_size))
+        self.optimizer = torch.optim.Adam(module.parameters(), lr=settings.learning_rate)
+        self.checkpoint = _Checkpoint(settings.checkpoint_dir, fingerprint) if settings.checkpoint_dir else None
+        self.state, self.best, self.resumed_from = _LoopState(lr=settings.learning_rate), {}, None
+        self.in_step = False  # True while parameters are being updated (an interrupt there is not saved)
+        if self.checkpoint is not None and self.checkpoint.exists():
+            self.state, self.best = self.checkpoint.load(module, self.optimizer, device)
+            self.resumed_from = self.state.epoch
+            _set_rng_states(self.state.rng, device)
+        module.train()
+
+    def epoch(self) -> dict:
+        """Finish the current epoch (from wherever it stands); returns its record."""
+        settings, state = self.settings, self.state
+        for group in self.optimizer.param_groups:
+            group["lr"] = state.lr
+        if state.step == 0:
+            torch.manual_seed(_derived_seed(settings.seed, state.epoch, 0))
+        order = torch.randperm(self.train_rows.size, generator=torch.Generator().manual_seed(
+            _derived_seed(settings.seed, state.epoch, 1)))
+        rows = torch.as_tensor(self.train_rows)[order]
+        for step in range(state.step, self.batches_per_epoch):
+            self._step(rows[step * settings.batch_size:(step + 1) * settings.batch_size], step)
+        val_loss = _evaluate(self.module, self.loss_fn, self.data, self.val_rows, max(settings.batch_size, 256),
+                             self.device, _derived_seed(settings.seed, 2**31))
+        self.state, self.best = _after_epoch(self.state, settings, val_loss, self.module, self.best)
+        if self.checkpoint is not None:
+            self.checkpoint.save(self.state, self.module, self.best, self.optimizer)
+        return self.state.history[-1]
+
+    def _step(self, index: torch.Tensor, step: int) -> None:
+        batch = {key: value[index].to(self.device, non_blocking=True) for key, value in self.data.items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.module, batch)
+        if not torch.isfinite(loss):
+            raise LabelExplorerError(f"{self.settings.description}: the loss became {float(loss)} at epoch "
+                                     f"{self.state.epoch + 1}; try a smaller learning_rate")
+        loss.backward()
+        self.in_step = True
+        self.optimizer.step()
+        if self.constrain is not None:
+            self.constrain(self.module)
+        state = self.state
+        self.state = dataclasses.replace(state, step=step + 1,
+                                         loss_sum=state.loss_sum + float(loss.detach()) * index.numel(),
+                                         loss_count=state.loss_count + index.numel(), rng=_rng_states(self.device))
+        self.in_step = False
+
+    def save_after_interrupt(self) -> None:
+        """Write the state reached so far, unless the interrupt hit a parameter update."""
+        if self.checkpoint is None or self.in_step:
+            return
+        self.checkpoint.save(self.state, self.module, self.best, self.optimizer)
+        state = self.state
+        where = f"epoch {state.epoch + 1}, step {state.step}" if state.step else f"after epoch {state.epoch}"
+        print(f"{self.settings.description} interrupted ({where}); checkpoint saved in {self.checkpoint.directory}. "
+              "Call fit again with the same checkpoint_dir to resume.")
 
 
 def _progress_bar(settings: TrainingSettings, state: _LoopState):

@@ -1,0 +1,980 @@
+"""Fast, physically motivated H-band spectra on the real APOGEE grid (the mock universe's stars).
+
+The model
+---------
+A continuum-normalised spectrum is built from the line list of
+:mod:`labelexplorer.preprocess.linelist` (real H-band lines of every ASPCAP element, OH,
+CN and computed CO bands, Brackett and helium series) in four vectorised steps:
+
+1. **One photospheric point per star.** At the layer where the H-band continuum forms
+   (temperature ``0.9 Teff``), the gas and electron pressures solve hydrostatic
+   equilibrium ``P_g = (2/3) g / κ`` together with the Saha ionisation of H, He and the
+   electron donors (Na, Mg, Al, Si, K, Ca, Fe, C). The continuous opacity at 1.5–1.7 µm is
+   H⁻ bound-free (it vanishes at its 1.64 µm threshold) and free-free, hydrogen
+   bound-free/free-free and electron scattering (formulas of Gray, *The Observation and
+   Analysis of Stellar Photospheres*). C, N and O are shared between free atoms, CO, CN,
+   OH and N₂ by dissociation equilibrium with partition functions from the molecular
+   constants.
+2. **Line strengths.** For each star and line, the ratio of line to continuous opacity at
+   the line centre ``η0 = σ(gf) n_lower / κ_c`` follows from the abundance (solar
+   Asplund et al. 2009 scaled by ``[Fe/H]`` and ``[X/Fe]``), the Saha fraction of the
+   line's ionisation stage, the Boltzmann factor ``10^(-θ χ)`` and the partition function,
+   the Doppler width ``b = sqrt(2kT/m + ξ²)`` (microturbulence ξ = ``VMICRO``).
+   Molecular lines use the molecule's number density and partition function. Damping
+   (radiative + van der Waals on neutral H, which grows with gravity) gives each atomic
+   line a Lorentzian wing.
+3. **Curve of growth at instrumental resolution.** A line of peak opacity ratio ``η0``
+   and Doppler width ``Δλ_D`` has the equivalent width ``W = D Δλ_D √π h(η0)``
+   (``h`` linear, then flat: the curve of growth) where the saturation depth
+   ``D = 1 − B_λ(0.75 Teff) / B_λ(Teff)`` is how dark an opaque line core gets. The
+   observed line is drawn as a Gaussian of the instrumental width (R = 22,500, 1.37 px)
+   with the amplitude that keeps ``W``, so blended lines add their opacities:
+   ``flux = 1 − D (1 − exp(−Σ_lines amplitude × profile))``. Profiles are precomputed
+   sparse matrices (a few tens of pixels per line), so a batch of stars costs a few
+   sparse products ``amplitudes (n, n_lines) @ profiles (n_lines, 8575)``.
+   Brackett lines are Stark broadened (Holtsmark wings ∝ Δλ^-5/2, width ∝ n_e^(2/3),
+   so their wings grow with gravity); their profiles are interpolated between
+   precomputed widths.
+4. **Broadening.** Rotation (``VSINI``, limb-darkened kernel) and macroturbulence are a
+   per-star convolution in velocity, i.e. in pixels on the log-linear grid (FFT).
+
+:func:`continuum_shape` gives the flux-calibrated continuum (emergent ``B_λ`` at the
+depth the H⁻ opacity minimum lets one see, 2MASS H zero point, A_K extinction, a
+response per chip with the roll-off at the chip edges), and :func:`observe` the noise,
+sky lines, chip gaps, bad pixels, cosmic rays and persistence of an apStar file.
+
+The model is a mock for training and testing label pipelines: it has the physics that
+make labels identifiable (temperature, gravity, abundance and broadening dependences
+of real lines) but no radiative transfer through a model atmosphere; water and FeH
+in M dwarfs, telluric absorption and the diffuse interstellar band are not included.
+``benchmarks/bench_mock_realism.py`` measures how close it comes to real spectra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import sparse
+from scipy.special import erf
+
+from ..exceptions import LabelError, ShapeError, SpectrumError
+from ..preprocess.bitmask import APOGEE_PIXMASK_BITS, DEFAULT_BAD_BITS
+from ..preprocess.grid import APOGEE_LOG_STEP, APOGEE_N_PIXELS, CHIP_RANGES, apogee_wavelength
+from ..preprocess.linelist import load_linelist
+
+__all__ = ["APOGEE_RESOLUTION", "SKY_LINES", "normalized_flux", "continuum_shape", "observe"]
+
+APOGEE_RESOLUTION = 22500.0
+"""Resolving power of the instrumental (Gaussian) line-spread function."""
+
+# ---------------------------------------------------------------------------------------------- constants
+_K_EV = 8.617333262e-5  # eV / K
+_K_B = 1.380649e-16  # erg / K
+_HC_OVER_K = 1.438777e8  # Å K
+_C_KMS = 299792.458
+_C_CMS = 2.99792458e10
+_AMU = 1.66053907e-24  # g
+_M_H = 1.6735575e-24  # g
+_PI_E2_MC = 0.026540  # π e² / (m_e c), cm² s⁻¹
+_SIGMA_THOMSON = 6.6524587e-25  # cm²
+_PIXEL_KMS = _C_KMS * np.log(10.0) * APOGEE_LOG_STEP  # 4.14 km/s per pixel
+_SIGMA_LSF_KMS = _C_KMS / APOGEE_RESOLUTION / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+_SIGMA_INTRINSIC_KMS = 1.5  # typical thermal + microturbulent core folded into the base profile
+_SIGMA_BASE_PX = np.hypot(_SIGMA_LSF_KMS, _SIGMA_INTRINSIC_KMS) / _PIXEL_KMS
+_LINE_TEMPERATURE = 0.9  # T of the line-forming layer / Teff
+_SURFACE_TEMPERATURE = 0.75  # T where an opaque line core forms / Teff
+_F_H_ZERO = 1.133e7  # 2MASS H zero point (Cohen et al. 2003) in apStar units of 1e-17 erg/s/cm²/Å
+_H_REFERENCE_WAVELENGTH = 16500.0
+_EXTINCTION_SLOPE = 1.68  # A_λ ∝ λ^-1.68, i.e. A_H / A_K = 1.55 (Indebetouw et al. 2005)
+_LOG_GAMMA6 = -7.3  # van der Waals broadening per H atom at 10^4 K (typical of H-band lines), log10 rad s⁻¹ cm³
+_LOG_GAMMA4_HE = -4.7  # quadratic Stark broadening of the diffuse He I lines, log10 rad s⁻¹ cm³
+_WING_CORE_PX = 2.0  # core radius of the Lorentzian wing profile
+_WING_REACH_PX = 120  # wings are tapered to zero this far from the centre
+_KAPPA_NODES = np.array([15000.0, 15500.0, 16000.0, 16250.0, 16420.0, 16700.0, 17100.0])
+
+# Elements: solar abundance A(X) (Asplund et al. 2009), mass (amu), first and second ionisation
+# energies (eV) and partition functions of the neutral, singly and doubly ionised atom near 5000 K
+# with a power-law temperature slope for the rich transition-metal spectra.
+_ELEMENTS = {
+    #        A      mass    chi1    chi2    U0     U1     U2   slope
+    "H": (12.00, 1.008, 13.598, 99.0, 2.0, 1.0, 1.0, 0.0),
+    "He": (10.93, 4.003, 24.587, 54.418, 1.0, 2.0, 1.0, 0.0),
+    "C": (8.43, 12.011, 11.260, 24.383, 9.3, 5.9, 1.0, 0.0),
+    "N": (7.83, 14.007, 14.534, 29.601, 4.0, 9.0, 6.0, 0.0),
+    "O": (8.69, 15.999, 13.618, 35.121, 8.9, 4.0, 9.0, 0.0),
+    "Na": (6.24, 22.990, 5.139, 47.286, 2.0, 1.0, 6.0, 0.0),
+    "Mg": (7.60, 24.305, 7.646, 15.035, 1.0, 2.0, 1.0, 0.0),
+    "Al": (6.45, 26.982, 5.986, 18.828, 5.8, 1.0, 2.0, 0.0),
+    "Si": (7.51, 28.086, 8.152, 16.346, 9.4, 5.7, 1.0, 0.0),
+    "P": (5.41, 30.974, 10.487, 19.769, 5.0, 9.0, 6.0, 0.0),
+    "S": (7.12, 32.06, 10.360, 23.338, 8.5, 4.0, 9.0, 0.0),
+    "K": (5.03, 39.098, 4.341, 31.625, 2.1, 1.0, 6.0, 0.0),
+    "Ca": (6.34, 40.078, 6.113, 11.872, 1.1, 2.1, 1.0, 0.0),
+    "Ti": (4.95, 47.867, 6.828, 13.576, 30.0, 55.0, 25.0, 0.7),
+    "V": (3.93, 50.942, 6.746, 14.618, 40.0, 35.0, 28.0, 0.7),
+    "Cr": (5.64, 51.996, 6.767, 16.486, 9.5, 6.8, 19.0, 0.4),
+    "Mn": (5.43, 54.938, 7.434, 15.640, 6.5, 7.5, 6.0, 0.3),
+    "Fe": (7.50, 55.845, 7.902, 16.199, 27.0, 42.0, 25.0, 0.8),
+    "Co": (4.99, 58.933, 7.881, 17.084, 32.0, 28.0, 23.0, 0.6),
+    "Ni": (6.22, 58.693, 7.640, 18.169, 29.0, 10.0, 22.0, 0.3),
+    "Cu": (4.19, 63.546, 7.726, 20.292, 2.2, 1.0, 7.0, 0.0),
+    "Ge": (3.65, 72.630, 7.900, 15.934, 6.5, 3.0, 1.0, 0.0),
+    "Rb": (2.52, 85.468, 4.177, 27.290, 2.2, 1.0, 6.0, 0.0),
+    "Y": (2.21, 88.906, 6.217, 12.224, 15.0, 15.0, 10.0, 0.4),
+    "Ce": (1.58, 140.116, 5.539, 10.850, 90.0, 110.0, 50.0, 0.5),
+    "Nd": (1.42, 144.242, 5.525, 10.730, 80.0, 120.0, 50.0, 0.5),
+}
+_DONORS = ("H", "He", "C", "Na", "Mg", "Al", "Si", "K", "Ca", "Fe")
+# ASPCAP name -> element symbol; the label that sets the abundance of lines attributed to it
+_ASPCAP_SYMBOL = {"CI": "C", "TiII": "Ti"}
+# Molecules: dissociation energy D0 (eV), vibrational and rotational constants (cm⁻¹), electronic
+# statistical weight and symmetry number of the ground state, the two atoms.
+_MOLECULES = {
+    "12CO": (11.092, 2169.8, 1.9313, 1.0, 1.0, ("C", "O")),
+    "OH": (4.392, 3737.8, 18.910, 4.0, 1.0, ("O", "H")),
+    "CN": (7.72, 2068.6, 1.8997, 2.0, 1.0, ("C", "N")),
+    "N2": (9.759, 2358.6, 1.9982, 1.0, 2.0, ("N", "N")),
+}
+_MOLECULE_MASS = {"12CO": 28.0, "13CO": 29.0, "OH": 17.0, "CN": 26.0}
+_ATOM_PARTITION = {"C": 9.0, "N": 4.0, "O": 9.0, "H": 2.0}
+
+# Real airglow (OH Meinel) sky lines on the APOGEE grid, vacuum Å: the line lists used by the APOGEE
+# wavelength calibration (sdss/apogee data/skylines/airglow.vac.txt and airglow.vac.apogee, BSD-3).
+SKY_LINES = np.array([
+    15187.140, 15240.954, 15287.789, 15332.402, 15395.334, 15430.163, 15432.156, 15462.125, 15474.212,
+    15500.864, 15509.769, 15517.872, 15539.711, 15540.945, 15546.141, 15570.159, 15597.631, 15631.443,
+    15654.953, 15656.178, 15657.749, 15702.539, 15759.826, 15760.830, 15781.163, 15783.090, 15830.335,
+    15833.272, 15842.503, 15848.061, 15862.489, 15869.307, 15890.033, 15897.211, 15932.210, 15972.596,
+    16030.831, 16079.753, 16128.608, 16194.615, 16234.838, 16235.376, 16270.318, 16279.727, 16302.278,
+    16317.161, 16341.755, 16350.650, 16351.954, 16360.385, 16388.492, 16414.737, 16442.155, 16447.616,
+    16475.648, 16477.318, 16479.061, 16502.365, 16553.814, 16586.322, 16609.994, 16612.053, 16689.201,
+    16692.380, 16702.639, 16708.645, 16708.852, 16709.411, 16724.044, 16724.739, 16725.539, 16731.789,
+    16732.479, 16733.659, 16755.155, 16763.572, 16802.368, 16840.481, 16903.679, 16955.078])
+"""Vacuum wavelengths (Å) of the OH airglow lines flagged as ``SIG_SKYLINE``."""
+
+_MAX_BATCH = 512  # stars per block: bounds memory at ~100 MB whatever the batch size
+
+
+# ============================================================================================= labels
+def _label(labels: Mapping, name: str, n: int | None, default: float | None = None,
+           bounds: tuple[float, float] | None = None) -> np.ndarray:
+    """One label column as a float array of length n (missing -> default; checked)."""
+    value = labels.get(name)
+    if value is None:
+        if default is None:
+            raise LabelError(f"labels: missing required label {name!r} (expected TEFF, LOGG and FE_H arrays)")
+        return np.full(n, float(default))
+    try:
+        array = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise LabelError(f"labels[{name!r}]: expected numbers, got {type(value).__name__}") from exc
+    if array.ndim != 1 or (n is not None and array.size != n):
+        raise LabelError(f"labels[{name!r}]: expected a 1-D array of length {n}, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise LabelError(f"labels[{name!r}]: contains NaN or infinite values (the mock needs true labels)")
+    if bounds is not None and (array.min() < bounds[0] or array.max() > bounds[1]):
+        raise LabelError(f"labels[{name!r}]: values must lie in [{bounds[0]}, {bounds[1]}], "
+                         f"got {array.min():g} .. {array.max():g}")
+    return array
+
+
+@dataclass
+class _Stars:
+    """Labels of a batch of stars, checked and with defaults filled in."""
+
+    teff: np.ndarray
+    logg: np.ndarray
+    feh: np.ndarray
+    vmicro: np.ndarray
+    vsini: np.ndarray
+    vmacro: np.ndarray
+    log_eps: dict  # element symbol -> log10 N(X)/N(H), per star
+    line_abundance: dict  # ASPCAP line-list element -> [X/H] offset used for its lines
+    carbon_isotope_ratio: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.teff.size
+
+    def subset(self, rows: slice) -> "_Stars":
+        return _Stars(self.teff[rows], self.logg[rows], self.feh[rows], self.vmicro[rows], self.vsini[rows],
+                      self.vmacro[rows], {k: v[rows] for k, v in self.log_eps.items()},
+                      {k: v[rows] for k, v in self.line_abundance.items()}, self.carbon_isotope_ratio[rows])
+
+
+def _stars(labels: Mapping) -> _Stars:
+    if not isinstance(labels, Mapping):
+        raise LabelError(f"labels: expected a mapping of label name -> array, got {type(labels).__name__}")
+    teff = _label(labels, "TEFF", None, bounds=(2000.0, 60000.0))
+    n = teff.size
+    logg = _label(labels, "LOGG", n, bounds=(-1.0, 6.0))
+    feh = _label(labels, "FE_H", n, bounds=(-5.0, 1.5))
+    vmicro = _label(labels, "VMICRO", n, default=None if "VMICRO" in labels else 0.0, bounds=(0.0, 20.0))
+    if "VMICRO" not in labels:  # an APOGEE-like relation: ~1 km/s in dwarfs, ~2 km/s at the tip of the RGB
+        vmicro = np.clip(2.48 - 0.325 * logg, 0.6, 3.0)
+    vsini = _label(labels, "VSINI", n, default=0.0, bounds=(0.0, 600.0))
+    vmacro = _label(labels, "VMACRO", n, default=None if "VMACRO" in labels else 0.0, bounds=(0.0, 50.0))
+    if "VMACRO" not in labels:  # ~3 km/s in dwarfs, ~5 km/s in giants
+        vmacro = 3.0 + 2.0 * np.clip((4.4 - logg) / 3.0, 0.0, 1.0)
+    ratio = 20.0 + 69.0 * np.clip(logg - 3.0, 0.0, 1.0)  # 12C/13C: dredged-up giants ~20, dwarfs 89
+    if "C12_C13" in labels:
+        ratio = _label(labels, "C12_C13", n, bounds=(1.0, 1e4))
+    offsets = {}
+    for aspcap in ("C", "CI", "N", "O", "Na", "Mg", "Al", "Si", "P", "S", "K", "Ca", "Ti", "TiII", "V", "Cr",
+                   "Mn", "Co", "Ni", "Cu", "Ge", "Ce", "Rb", "Y", "Nd"):
+        offsets[aspcap] = feh + _label(labels, f"{aspcap.upper()}_FE", n, default=0.0, bounds=(-3.0, 3.0))
+    offsets["Fe"] = feh
+    log_eps = {}
+    for symbol, (solar, *_rest) in _ELEMENTS.items():
+        scale = offsets.get(symbol, feh if symbol not in ("H", "He") else np.zeros(n))
+        log_eps[symbol] = solar - 12.0 + scale
+    return _Stars(teff, logg, feh, vmicro, vsini, vmacro, log_eps, offsets, ratio)
+
+
+# ============================================================================================= photosphere
+def _partition(symbol: str, stage: int, temperature: np.ndarray) -> np.ndarray:
+    """Approximate partition function of *symbol* in ionisation *stage* (0, 1, 2)."""
+    values = _ELEMENTS[symbol]
+    slope = values[7] if stage < 2 else 0.0
+    return values[4 + stage] * (np.clip(temperature, 2500.0, 12000.0) / 5000.0) ** slope
+
+
+def _saha(symbol: str, stage: int, temperature: np.ndarray) -> np.ndarray:
+    """Φ (dyn cm⁻²) of N(stage+1) P_e / N(stage) = Φ for the ionisation stage -> stage+1."""
+    chi = _ELEMENTS[symbol][2 + stage]
+    ratio = _partition(symbol, stage + 1, temperature) / _partition(symbol, stage, temperature)
+    return 0.6665 * ratio * temperature ** 2.5 * 10.0 ** (-5040.0 * chi / temperature)
+
+
+def _stage_fractions(symbol: str, temperature: np.ndarray, p_e: np.ndarray) -> np.ndarray:
+    """Fractions (3, n) of the neutral, singly and doubly ionised atom."""
+    phi1 = _saha(symbol, 0, temperature) / p_e
+    phi2 = _saha(symbol, 1, temperature) / p_e
+    neutral = 1.0 / (1.0 + phi1 + phi1 * phi2)
+    return np.stack([neutral, neutral * phi1, neutral * phi1 * phi2])
+
+
+def _electrons_per_hydrogen(stars: _Stars, temperature, p_e) -> np.ndarray:
+    total = np.zeros_like(temperature)
+    for symbol in _DONORS:
+        fractions = _stage_fractions(symbol, temperature, p_e)
+        total += 10.0 ** stars.log_eps[symbol] * (fractions[1] + 2.0 * fractions[2])
+    return total
+
+
+def _hminus_bound_free(wavelength: np.ndarray) -> np.ndarray:
+    """H⁻ photo-detachment cross-section (cm²), Gray's polynomial; zero beyond the 1.64 µm threshold."""
+    coefficients = (1.99654, -1.18267e-5, 2.64243e-6, -4.40524e-10, 3.23992e-14, -1.39568e-18, 2.78701e-23)
+    value = sum(c * wavelength ** k for k, c in enumerate(coefficients))
+    return np.clip(value, 0.0, None) * 1e-18
+
+
+def _continuum_opacity(wavelength: np.ndarray, temperature: np.ndarray, p_e: np.ndarray, neutral_h: np.ndarray,
+                       electrons: np.ndarray) -> np.ndarray:
+    """Continuous opacity per hydrogen nucleus (cm²), shape (n, n_wavelengths).
+
+    H⁻ bound-free and free-free, H I bound-free (n >= 5 at these wavelengths) and free-free,
+    all times the neutral-H fraction, plus Thomson scattering on *electrons* per H nucleus.
+    """
+    wavelength = np.asarray(wavelength, dtype=float)[None, :]
+    t = temperature[:, None]
+    theta = 5040.0 / t
+    pe = p_e[:, None]
+    stimulated = 1.0 - 10.0 ** (-theta * 12398.4 / wavelength)
+    h_bf = 4.158e-10 * _hminus_bound_free(wavelength) * pe * theta ** 2.5 * 10.0 ** (0.754 * theta) * stimulated
+    log_l = np.log10(wavelength)
+    log_t = np.log10(np.clip(theta, 0.5, 3.6))
+    f0 = -2.2763 - 1.6850 * log_l + 0.76661 * log_l ** 2 - 0.053346 * log_l ** 3
+    f1 = 15.2827 - 9.2846 * log_l + 1.99381 * log_l ** 2 - 0.142631 * log_l ** 3
+    f2 = -197.789 + 190.266 * log_l - 67.9775 * log_l ** 2 + 10.6913 * log_l ** 3 - 0.625151 * log_l ** 4
+    h_ff = 1e-26 * pe * 10.0 ** (f0 + f1 * log_t + f2 * log_t ** 2)
+    # hydrogen: bound-free from n >= 5 (Pfund edge 22794 Å, Brackett edge 14588 Å) and free-free
+    alpha0 = 1.0449e-26 * wavelength ** 3
+    ionisation = 13.598
+    hydrogen = sum(10.0 ** (-theta * ionisation * (1 - 1 / n ** 2)) / n ** 3 for n in (5, 6, 7))
+    hydrogen = hydrogen + np.log10(np.e) / (2 * theta * ionisation) * (
+        10.0 ** (-theta * ionisation * (1 - 1 / 64.0)) - 10.0 ** (-theta * ionisation))
+    hydrogen = alpha0 * (hydrogen + np.log10(np.e) / (2 * theta * ionisation) * 10.0 ** (-theta * ionisation))
+    return neutral_h[:, None] * (h_bf + h_ff + hydrogen * stimulated) + _SIGMA_THOMSON * electrons[:, None]
+
+
+@dataclass
+class _Photosphere:
+    temperature: np.ndarray
+    p_e: np.ndarray
+    p_gas: np.ndarray
+    neutral_h: np.ndarray
+    log_kappa_nodes: np.ndarray  # (n, len(_KAPPA_NODES)) log10 continuous opacity per H nucleus
+    electron_density: np.ndarray
+    hydrogen_density: np.ndarray  # neutral H atoms per cm³
+
+
+def _photosphere(stars: _Stars) -> _Photosphere:
+    """Solve P_g = (2/3) g / κ with Saha ionisation at the continuum-forming layer (vectorised)."""
+    temperature = _LINE_TEMPERATURE * stars.teff
+    gravity = 10.0 ** stars.logg
+    helium = 10.0 ** stars.log_eps["He"]
+    mass_per_h = _M_H * (1.0 + 3.97 * helium) + sum(
+        10.0 ** stars.log_eps[s] * _ELEMENTS[s][1] * _AMU for s in _ELEMENTS if s not in ("H", "He"))
+    log_pg = np.log10(gravity) + 3.0
+    p_e = 10.0 ** (log_pg - 4.0)
+    for outer in range(40):
+        p_gas = 10.0 ** log_pg
+        for inner in range(12 if outer == 0 else 4):
+            electrons = _electrons_per_hydrogen(stars, temperature, p_e)
+            target = (p_gas - p_e) / (1.0 + helium) * electrons
+            p_e = np.sqrt(p_e * np.clip(target, 1e-12 * p_gas, 0.99 * p_gas))
+        neutral_h = _stage_fractions("H", temperature, p_e)[0]
+        electrons = _electrons_per_hydrogen(stars, temperature, p_e)
+        kappa = _continuum_opacity(np.array([16000.0]), temperature, p_e, neutral_h, electrons)[:, 0] / mass_per_h
+        log_pg = 0.5 * log_pg + 0.5 * np.log10((2.0 / 3.0) * gravity / kappa)
+    p_gas = 10.0 ** log_pg
+    neutral_h = _stage_fractions("H", temperature, p_e)[0]
+    electrons = _electrons_per_hydrogen(stars, temperature, p_e)
+    kappa_nodes = _continuum_opacity(_KAPPA_NODES, temperature, p_e, neutral_h, electrons)
+    n_h_total = (p_gas - p_e) / ((1.0 + helium) * _K_B * temperature)
+    return _Photosphere(temperature, p_e, p_gas, neutral_h, np.log10(kappa_nodes), p_e / (_K_B * temperature),
+                        neutral_h * n_h_total)
+
+
+def _dissociation_constant(name: str, temperature: np.ndarray) -> np.ndarray:
+    """K_p = P_A P_B / P_AB (dyn cm⁻²) from the molecule's partition function."""
+    d0, omega, b_rot, g_el, symmetry, (a, b) = _MOLECULES[name]
+    mass_a, mass_b = _ELEMENTS[a][1], _ELEMENTS[b][1]
+    mu = mass_a * mass_b / (mass_a + mass_b) * _AMU
+    kt = _K_B * temperature
+    translational = (2.0 * np.pi * mu * kt / 6.62607015e-27 ** 2) ** 1.5
+    q_molecule = _molecule_partition(name, temperature)
+    return kt * translational * _ATOM_PARTITION[a] * _ATOM_PARTITION[b] / q_molecule * np.exp(-d0 / (_K_EV * temperature))
+
+
+def _molecule_partition(name: str, temperature: np.ndarray) -> np.ndarray:
+    d0, omega, b_rot, g_el, symmetry, _atoms = _MOLECULES["12CO" if name == "13CO" else name]
+    rotational = temperature / (1.438777 * b_rot * symmetry)
+    vibrational = 1.0 / (1.0 - np.exp(-1.438777 * omega / temperature))
+    return g_el * rotational * vibrational
+
+
+def _molecules(stars: _Stars, photosphere: _Photosphere) -> dict:
+    """log10 number of CO, 13CO, OH and CN molecules per H nucleus (dissociation equilibrium)."""
+    t = photosphere.temperature
+    p_h_total = photosphere.p_gas / (1.0 + 10.0 ** stars.log_eps["He"])
+    p_h = photosphere.neutral_h * p_h_total
+    totals = {s: 10.0 ** stars.log_eps[s] * p_h_total for s in ("C", "N", "O")}
+    k = {name: _dissociation_constant(name, t) for name in ("12CO", "OH", "CN", "N2")}
+    p_c, p_n = totals["C"], totals["N"]
+    for _ in range(12):
+        # CO from the quadratic (P_C - x)(P_O - x) = K a_C a_O x, with the other sinks of C and O in a_C, a_O
+        a_c = 1.0 + p_n / k["CN"]
+        a_o = 1.0 + p_h / k["OH"]
+        s = totals["C"] + totals["O"] + k["12CO"] * a_c * a_o
+        co = 2.0 * totals["C"] * totals["O"] / (s + np.sqrt(np.clip(s * s - 4.0 * totals["C"] * totals["O"], 0, None)))
+        p_c = (totals["C"] - co) / a_c
+        p_o = (totals["O"] - co) / a_o
+        b = 1.0 + p_c / k["CN"]
+        p_n = 4.0 * totals["N"] / k["N2"] / (b + np.sqrt(b * b + 8.0 * totals["N"] / k["N2"])) * k["N2"] / 2.0
+    thirteen = 1.0 / (1.0 + stars.carbon_isotope_ratio)
+    return {"12CO": np.log10(co * (1 - thirteen) / p_h_total), "13CO": np.log10(co * thirteen / p_h_total),
+            "OH": np.log10(p_o * p_h / k["OH"] / p_h_total), "CN": np.log10(p_c * p_n / k["CN"] / p_h_total)}
+
+
+# ============================================================================================= line model
+@lru_cache(maxsize=1)
+def _curve_of_growth_table() -> tuple[np.ndarray, np.ndarray]:
+    """log10 x and log10 h(x), h(x) = π^-1/2 ∫ (1 − exp(−x e^{−u²})) du: the Doppler curve of growth."""
+    x = np.logspace(-6.0, 14.0, 500)
+    u = np.linspace(0.0, 8.0, 4001)[None, :]
+    integrand = -np.expm1(-x[:, None] * np.exp(-u * u))
+    h = 2.0 / np.sqrt(np.pi) * np.trapezoid(integrand, u[0], axis=1)
+    return np.log10(x), np.log10(h)
+
+
+def _inverse_growth(target_log_h: np.ndarray) -> np.ndarray:
+    """x with log10 h(x) = target (h(x) ≈ x for weak lines)."""
+    log_x, log_h = _curve_of_growth_table()
+    return np.where(target_log_h < log_h[0], target_log_h, np.interp(target_log_h, log_h, log_x))
+
+
+def _growth(log_eta: np.ndarray) -> np.ndarray:
+    log_x, log_h = _curve_of_growth_table()
+    return np.where(log_eta < log_x[0], log_eta, np.interp(log_eta, log_x, log_h))
+
+
+def _pixel_position(wavelength: np.ndarray) -> np.ndarray:
+    return (np.log10(wavelength) - np.log10(apogee_wavelength()[0])) / APOGEE_LOG_STEP
+
+
+def _sparse_profiles(centres: np.ndarray, half_width: int, shape_function) -> sparse.csr_matrix:
+    """(n_lines, 8575) sparse matrix with shape_function(offset in pixels) around each centre."""
+    offsets = np.arange(-half_width, half_width + 1)
+    columns = np.rint(centres)[:, None].astype(int) + offsets[None, :]
+    values = shape_function(columns - centres[:, None])
+    rows = np.broadcast_to(np.arange(centres.size)[:, None], columns.shape)
+    keep = (columns >= 0) & (columns < APOGEE_N_PIXELS) & (values != 0)
+    matrix = sparse.csr_matrix((values[keep], (rows[keep], columns[keep])), shape=(centres.size, APOGEE_N_PIXELS))
+    return matrix.astype(np.float32)
+
+
+def _gaussian_pixels(offset: np.ndarray) -> np.ndarray:
+    """A unit-peak Gaussian of the base width, integrated over each pixel."""
+    sigma = _SIGMA_BASE_PX
+    scale = np.sqrt(2.0) * sigma
+    integral = 0.5 * (erf((offset + 0.5) / scale) - erf((offset - 0.5) / scale))
+    return integral * np.sqrt(2.0 * np.pi) * sigma
+
+
+def _wing_shape(offset: np.ndarray) -> np.ndarray:
+    """Lorentzian far wing w²/(x² + w²) with its core removed and tapered to 0 at the reach."""
+    w = _WING_CORE_PX
+    x2 = offset ** 2
+    taper = np.clip(1.0 - x2 / _WING_REACH_PX ** 2, 0.0, None) ** 2
+    return w * w / (x2 + w * w) * (-np.expm1(-x2 / (w * w))) * taper
+
+
+# Holtsmark-like Stark profile (1 + β²)^-5/4 / 2.3963: unit area, far wings ∝ β^-5/2
+_STARK_NORM = 2.39628
+_STARK_WIDTHS = np.geomspace(0.25, 400.0, 26)  # Å, the interpolation nodes of the Brackett widths
+
+
+def _stark_matrix(centres_px: np.ndarray, width_angstrom: float, pixel_angstrom: np.ndarray) -> sparse.csr_matrix:
+    """Brackett profiles (per Å) of one Stark width, (n_h_lines, 8575)."""
+    wavelength = apogee_wavelength()
+    half = int(min(APOGEE_N_PIXELS, np.ceil(80.0 * width_angstrom / pixel_angstrom.min()) + 10))
+    offsets = np.arange(-half, half + 1)
+    columns = np.rint(centres_px)[:, None].astype(int) + offsets[None, :]
+    valid = (columns >= 0) & (columns < APOGEE_N_PIXELS)
+    safe = np.clip(columns, 0, APOGEE_N_PIXELS - 1)
+    centre_wavelength = 10.0 ** (np.log10(wavelength[0]) + APOGEE_LOG_STEP * centres_px)
+    beta = (wavelength[safe] - centre_wavelength[:, None]) / width_angstrom
+    values = (1.0 + beta * beta) ** -1.25 / (_STARK_NORM * width_angstrom)
+    keep = valid & (values > 1e-7 / width_angstrom)
+    rows = np.broadcast_to(np.arange(centres_px.size)[:, None], columns.shape)
+    matrix = sparse.csr_matrix((values[keep], (rows[keep], columns[keep])),
+                               shape=(centres_px.size, APOGEE_N_PIXELS))
+    return matrix.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _LineModel:
+    wavelength: np.ndarray
+    species: tuple  # species names, indexed by species_index
+    species_index: np.ndarray
+    log_prefactor: np.ndarray  # log10(π e²/mc · gf · λ / √π), λ in cm
+    excitation: np.ndarray
+    kappa_weights: np.ndarray  # (n_lines, n_nodes) linear interpolation of log κ_c
+    cores: sparse.csr_matrix  # (n_lines, 8575)
+    wing_rows: np.ndarray  # lines with damping wings (atoms and helium)
+    wings: sparse.csr_matrix  # (len(wing_rows), 8575)
+    h_wavelength: np.ndarray
+    h_log_strength: np.ndarray  # log10(π e²/mc · gf/g_4 · λ²/c in Å) per Brackett line
+    h_kappa_weights: np.ndarray
+    h_stark_factor: np.ndarray  # Stark width / n_e^(2/3), Å
+    h_basis: tuple  # one sparse matrix per entry of _STARK_WIDTHS
+
+
+def _interpolation_weights(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    index = np.clip(np.searchsorted(nodes, x) - 1, 0, nodes.size - 2)
+    t = np.clip((x - nodes[index]) / (nodes[index + 1] - nodes[index]), 0.0, 1.0)
+    weights = np.zeros((x.size, nodes.size))
+    weights[np.arange(x.size), index] = 1.0 - t
+    weights[np.arange(x.size), index + 1] += t
+    return weights
+
+
+def _species_name(row) -> str:
+    if row.kind == "molecular":
+        return row.species
+    symbol = _ASPCAP_SYMBOL.get(row.element, row.element)
+    return f"{symbol}:{int(row.ion) - 1}"
+
+
+@lru_cache(maxsize=1)
+def _line_model() -> _LineModel:
+    lines = load_linelist()
+    metals = lines[lines["kind"] != "hydrogen"].reset_index(drop=True)
+    species_names = [_species_name(row) for row in metals.itertuples(index=False)]
+    species = tuple(sorted(set(species_names)))
+    index = np.array([species.index(name) for name in species_names])
+    wavelength = metals["wavelength"].to_numpy(float)
+    log_prefactor = np.log10(_PI_E2_MC / np.sqrt(np.pi)) + metals["log_gf"].to_numpy(float) + np.log10(wavelength * 1e-8)
+    centres = _pixel_position(wavelength)
+    cores = _sparse_profiles(centres, int(np.ceil(5 * _SIGMA_BASE_PX)) + 1, _gaussian_pixels)
+    wing_rows = np.flatnonzero(metals["kind"].isin(["atomic", "helium"]).to_numpy())
+    wings = _sparse_profiles(centres[wing_rows], _WING_REACH_PX, _wing_shape)
+    hydrogen = lines[lines["kind"] == "hydrogen"]
+    h_wavelength = hydrogen["wavelength"].to_numpy(float)
+    n_upper = np.array([int(label[2:]) for label in hydrogen["label"]])
+    h_log_strength = (np.log10(_PI_E2_MC) + hydrogen["log_gf"].to_numpy(float) - np.log10(32.0)
+                      + np.log10((h_wavelength * 1e-8) ** 2 / _C_CMS * 1e8))
+    # linear Stark effect: Δλ = (3 h / 8π² m_e e) (λ²/c) (n_u² − n_l²) F0, F0 = 2.61 e n_e^(2/3);
+    # 2.35 converts that scale to the width of the (1 + β²)^-5/4 profile with the same far wings
+    h_stark_factor = 2.35 * 6.15e-11 * (h_wavelength / 16000.0) ** 2 * (n_upper ** 2 - 16.0)
+    h_centres = _pixel_position(h_wavelength)
+    pixel_angstrom = apogee_wavelength() * np.log(10.0) * APOGEE_LOG_STEP
+    h_basis = tuple(_stark_matrix(h_centres, width, pixel_angstrom) for width in _STARK_WIDTHS)
+    return _LineModel(wavelength, species, index, log_prefactor, metals["excitation"].to_numpy(float),
+                      _interpolation_weights(wavelength, _KAPPA_NODES), cores, wing_rows, wings, h_wavelength,
+                      h_log_strength, _interpolation_weights(h_wavelength, _KAPPA_NODES), h_stark_factor, h_basis)
+
+
+def _species_columns(stars: _Stars, photosphere: _Photosphere, species: tuple) -> dict:
+    """Per-species arrays (n, n_species): log10 absorbers per H nucleus, log10 U, mass, damping rate."""
+    t = photosphere.temperature
+    molecules = _molecules(stars, photosphere)
+    n = stars.n
+    log_number = np.empty((n, len(species)))
+    log_partition = np.empty((n, len(species)))
+    mass = np.empty(len(species))
+    gamma = np.empty((n, len(species)))
+    van_der_waals = 10.0 ** _LOG_GAMMA6 * photosphere.hydrogen_density * (t / 1e4) ** 0.4
+    for column, name in enumerate(species):
+        if name in molecules:
+            log_number[:, column] = molecules[name]
+            log_partition[:, column] = np.log10(_molecule_partition(name, t))
+            mass[column] = _MOLECULE_MASS[name]
+            gamma[:, column] = 1e8
+            continue
+        symbol, stage = name.split(":")
+        stage = int(stage)
+        fractions = _stage_fractions(symbol, t, photosphere.p_e)
+        log_number[:, column] = stars.log_eps[symbol] + np.log10(np.clip(fractions[stage], 1e-300, None))
+        log_partition[:, column] = np.log10(_partition(symbol, stage, t))
+        mass[column] = _ELEMENTS[symbol][1]
+        gamma[:, column] = 1e8 + van_der_waals
+        if symbol == "He":
+            gamma[:, column] += 10.0 ** _LOG_GAMMA4_HE * photosphere.electron_density
+    return dict(log_number=log_number, log_partition=log_partition, mass=mass, gamma=gamma)
+
+
+def _saturation_depth(teff: np.ndarray, wavelength: np.ndarray) -> np.ndarray:
+    """D = 1 − B_λ(0.75 Teff) / B_λ(Teff): the depth of an opaque line core, (n, n_wavelengths)."""
+    x = _HC_OVER_K / (wavelength[None, :] * teff[:, None])
+    return 1.0 - np.expm1(x) / np.expm1(x / _SURFACE_TEMPERATURE)
+
+
+def _metal_amplitudes(stars: _Stars, photosphere: _Photosphere, model: _LineModel):
+    """Core and wing amplitudes (n, n_lines), (n, n_wing_lines) in units of the opacity ratio."""
+    columns = _species_columns(stars, photosphere, model.species)
+    t = photosphere.temperature[:, None]
+    theta = 5040.0 / t
+    b_kms = np.sqrt(2.0 * _K_B * t / (columns["mass"][None, :] * _AMU) / 1e10 + stars.vmicro[:, None] ** 2)
+    index = model.species_index
+    log_kappa = photosphere.log_kappa_nodes @ model.kappa_weights.T
+    stimulated = np.log10(-np.expm1(-_HC_OVER_K / (16000.0 * photosphere.temperature)))[:, None]
+    log_eta = (model.log_prefactor[None, :] + columns["log_number"][:, index] - theta * model.excitation[None, :]
+               - columns["log_partition"][:, index] - np.log10(b_kms * 1e5)[:, index] - log_kappa + stimulated)
+    log_eta = _apply_line_labels(stars, model, log_eta)
+    # equivalent width at intrinsic Doppler width, kept by a Gaussian of the base (instrumental) width
+    doppler_ratio = b_kms / (np.sqrt(2.0) * _SIGMA_BASE_PX * _PIXEL_KMS)
+    cores = 10.0 ** _inverse_growth(np.log10(doppler_ratio)[:, index] + _growth(log_eta))
+    damping = columns["gamma"] * (16000e-8) / (4.0 * np.pi * b_kms * 1e5)
+    wing_index = index[model.wing_rows]
+    wing_scale = (damping / np.sqrt(np.pi) * (b_kms / (_WING_CORE_PX * _PIXEL_KMS)) ** 2)[:, wing_index]
+    wings = 10.0 ** log_eta[:, model.wing_rows] * wing_scale
+    return cores, wings
+
+
+@lru_cache(maxsize=1)
+def _label_groups() -> tuple:
+    """(ASPCAP element, line indices) for lines whose abundance label is not their element's (C I, Ti II)."""
+    lines = load_linelist()
+    metals = lines[lines["kind"] != "hydrogen"].reset_index(drop=True)
+    return tuple((element, np.flatnonzero(metals["element"].to_numpy() == element)) for element in _ASPCAP_SYMBOL)
+
+
+def _apply_line_labels(stars: _Stars, model: _LineModel, log_eta: np.ndarray) -> np.ndarray:
+    """C I lines follow CI_FE and Ti II lines TIII_FE (ASPCAP fits them separately from C and Ti)."""
+    for element, rows in _label_groups():
+        symbol = _ASPCAP_SYMBOL[element]
+        log_eta[:, rows] += (stars.line_abundance[element] - stars.line_abundance[symbol])[:, None]
+    return log_eta
+
+
+def _hydrogen_opacity(stars: _Stars, photosphere: _Photosphere, model: _LineModel) -> np.ndarray:
+    """Brackett opacity ratio (n, 8575), Stark profiles interpolated between the precomputed widths."""
+    t = photosphere.temperature
+    theta = 5040.0 / t
+    n4 = np.log10(photosphere.neutral_h) + np.log10(32.0 / 2.0) - theta * 13.598434 * (1 - 1 / 16.0)
+    stimulated = np.log10(-np.expm1(-_HC_OVER_K / (16000.0 * t)))
+    log_kappa = photosphere.log_kappa_nodes @ model.h_kappa_weights.T
+    log_strength = (n4 + stimulated)[:, None] + model.h_log_strength[None, :] - log_kappa  # Å
+    stark = model.h_stark_factor[None, :] * photosphere.electron_density[:, None] ** (2.0 / 3.0)
+    doppler = np.sqrt(2.0 * _K_B * t / _M_H / 1e10 + stars.vmicro ** 2)[:, None] / _C_KMS * model.h_wavelength
+    width = np.sqrt(stark ** 2 + (1.2 * doppler) ** 2 + (0.4 * model.h_wavelength / APOGEE_RESOLUTION) ** 2)
+    position = np.interp(np.log(width), np.log(_STARK_WIDTHS), np.arange(_STARK_WIDTHS.size))
+    lower = np.clip(np.floor(position).astype(int), 0, _STARK_WIDTHS.size - 2)
+    fraction = np.clip(position - lower, 0.0, 1.0)
+    strength = 10.0 ** log_strength
+    visible = strength / width > 1e-5  # peak opacity ratio worth drawing
+    eta = np.zeros((stars.n, APOGEE_N_PIXELS), dtype=np.float32)
+    for node, basis in enumerate(model.h_basis):
+        weight = np.where(lower == node, 1.0 - fraction, 0.0) + np.where(lower + 1 == node, fraction, 0.0)
+        coefficients = np.where(visible, strength * weight, 0.0)
+        rows = np.flatnonzero(coefficients.any(axis=1))
+        if rows.size:
+            eta[rows] += np.asarray((basis.T @ coefficients[rows].T.astype(np.float32)).T)
+    return eta
+
+
+def _broadening_kernels(vsini: np.ndarray, vmacro: np.ndarray, half: int) -> np.ndarray:
+    """Per-star rotation (limb darkening ε = 0.6) ⊗ Gaussian macroturbulence kernels in pixels."""
+    oversample = 8
+    x = (np.arange(-half * oversample, half * oversample + 1) / oversample)[None, :] * _PIXEL_KMS
+    epsilon = 0.6
+    v_l = np.maximum(vsini, 1e-3)[:, None]
+    y = np.clip(1.0 - (x / v_l) ** 2, 0.0, None)
+    rotation = 2.0 * (1.0 - epsilon) * np.sqrt(y) + 0.5 * np.pi * epsilon * y
+    sigma = np.maximum(vmacro / 2.3548, 0.3)[:, None]
+    narrow = (vsini < 0.5 * _PIXEL_KMS / oversample)[:, None]
+    rotation = np.where(narrow, (np.abs(x) < 0.5 * _PIXEL_KMS / oversample).astype(float), rotation)
+    rotation /= rotation.sum(axis=1, keepdims=True)
+    gauss = np.exp(-0.5 * (x / sigma) ** 2)
+    gauss /= gauss.sum(axis=1, keepdims=True)
+    size = x.shape[1]
+    n_fft = 1 << int(np.ceil(np.log2(2 * size)))
+    fine = np.fft.irfft(np.fft.rfft(rotation, n_fft) * np.fft.rfft(gauss, n_fft), n_fft)[:, :2 * size - 1]
+    centre = size - 1
+    fine = fine[:, centre - half * oversample - oversample // 2: centre + half * oversample + oversample // 2]
+    kernel = fine.reshape(fine.shape[0], 2 * half + 1, oversample).sum(axis=2)
+    return kernel / kernel.sum(axis=1, keepdims=True)
+
+
+def _broaden(flux: np.ndarray, stars: _Stars) -> np.ndarray:
+    """Convolve each spectrum with its rotation and macroturbulence kernel (pixel = velocity step)."""
+    reach = np.max(stars.vsini + 4.0 * stars.vmacro / 2.3548) / _PIXEL_KMS
+    half = int(np.ceil(reach)) + 2
+    kernels = _broadening_kernels(stars.vsini, stars.vmacro, half)
+    n_fft = 1 << int(np.ceil(np.log2(APOGEE_N_PIXELS + 2 * half + 1)))
+    padded = np.ones((flux.shape[0], n_fft))
+    padded[:, half:half + APOGEE_N_PIXELS] = flux
+    shifted = np.zeros((flux.shape[0], n_fft))
+    shifted[:, :2 * half + 1] = kernels
+    result = np.fft.irfft(np.fft.rfft(padded, axis=1) * np.fft.rfft(shifted, axis=1), n_fft, axis=1)
+    return result[:, 2 * half:2 * half + APOGEE_N_PIXELS]
+
+
+def _normalized_block(stars: _Stars, model: _LineModel, saturation_basis: np.ndarray) -> np.ndarray:
+    photosphere = _photosphere(stars)
+    cores, wings = _metal_amplitudes(stars, photosphere, model)
+    eta = np.asarray((model.cores.T @ cores.T.astype(np.float32)).T)
+    eta += np.asarray((model.wings.T @ wings.T.astype(np.float32)).T)
+    eta += _hydrogen_opacity(stars, photosphere, model)
+    nodes = np.array([15100.0, 16050.0, 17000.0])
+    depth = _saturation_depth(stars.teff, nodes) @ saturation_basis
+    flux = 1.0 - depth * -np.expm1(-eta)
+    return _broaden(flux, stars).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _saturation_basis() -> np.ndarray:
+    """Quadratic interpolation matrix from 3 wavelength nodes to the 8575 pixels."""
+    nodes = np.array([15100.0, 16050.0, 17000.0])
+    wavelength = apogee_wavelength()
+    basis = np.empty((3, wavelength.size))
+    for k in range(3):
+        others = [nodes[j] for j in range(3) if j != k]
+        basis[k] = np.prod([(wavelength - o) / (nodes[k] - o) for o in others], axis=0)
+    return basis
+
+
+def normalized_flux(labels: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Continuum-normalised, noiseless H-band spectra at APOGEE resolution.
+
+    Parameters
+    ----------
+    labels : mapping of str to array_like
+        Arrays of length n: ``TEFF`` (K, 2000–60,000), ``LOGG`` (dex), ``FE_H``; optional
+        ``VMICRO`` (km/s; default an APOGEE-like function of logg), ``VSINI`` (km/s; default 0),
+        ``VMACRO`` (km/s; default 3–5 with lower gravity), ``C12_C13`` (default 20 in giants,
+        89 in dwarfs) and ``<X>_FE`` for the ASPCAP elements (``MG_FE``, ``C_FE``, ``N_FE``,
+        ``O_FE``, ``CI_FE``, ``TIII_FE``, ...; a missing key means the solar ratio, 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape (n, 8575), on :func:`labelexplorer.preprocess.grid.apogee_wavelength`.
+        Deterministic: the same labels always give the same spectra.
+
+    Raises
+    ------
+    LabelError
+        If a required label is missing, an array has the wrong length, or values are not
+        finite or out of range.
+
+    Examples
+    --------
+    >>> flux = normalized_flux({"TEFF": [4800.0, 9500.0], "LOGG": [2.5, 4.0], "FE_H": [0.0, 0.0]})
+    >>> flux.shape, flux.dtype
+    ((2, 8575), dtype('float32'))
+    >>> bool(flux[0].min() < 0.6 and 0.95 < np.median(flux[0]) <= 1.0)  # a giant: many deep lines
+    True
+    """
+    stars = _stars(labels)
+    model = _line_model()
+    basis = _saturation_basis()
+    out = np.empty((stars.n, APOGEE_N_PIXELS), dtype=np.float32)
+    for start in range(0, stars.n, _MAX_BATCH):
+        rows = slice(start, min(start + _MAX_BATCH, stars.n))
+        out[rows] = _normalized_block(stars.subset(rows), model, basis)
+    return out
+
+
+# ============================================================================================= continuum
+def _chip_response(wavelength: np.ndarray) -> np.ndarray:
+    """Residual instrument response of the apStar flux calibration: per-chip level and tilt, edge roll-off."""
+    response = np.zeros(wavelength.size)
+    levels = ((1.00, -0.02), (1.02, 0.01), (0.98, 0.02))  # (level, tilt across the chip)
+    for (start, end), (level, tilt) in zip(CHIP_RANGES["dr13"], levels):
+        index = np.arange(start, end)
+        x = (index - start) / (end - start - 1) - 0.5
+        edge = np.minimum(index - start, end - 1 - index)
+        response[start:end] = level * (1.0 + tilt * x) * (1.0 - 0.35 * np.exp(-edge / 2.0))
+    return response
+
+
+def continuum_shape(labels: Mapping[str, np.ndarray], ak=None) -> np.ndarray:
+    """Flux-calibrated continuum in apStar units (1e-17 erg s⁻¹ cm⁻² Å⁻¹), zero in the chip gaps.
+
+    The stellar shape is the Planck function at the temperature of the depth from which
+    each wavelength escapes (deeper near the 1.64 µm H⁻ opacity minimum, which flattens
+    the H band of cool stars as in real apStar files), scaled to the star's apparent 2MASS
+    H magnitude, reddened by A_K and multiplied by a response per detector chip.
+
+    Parameters
+    ----------
+    labels : mapping of str to array_like
+        As for :func:`normalized_flux` (``TEFF``, ``LOGG``, ``FE_H``...), plus optional
+        ``H`` (apparent 2MASS H magnitude, extinction included; default 11).
+    ak : array_like or float, optional
+        K-band extinction A_K (mag) per star; default 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape (n, 8575).
+
+    Examples
+    --------
+    >>> continuum = continuum_shape({"TEFF": [4800.0], "LOGG": [2.5], "FE_H": [0.0], "H": [9.7]})
+    >>> bool(1000 < np.median(continuum[0, 246:3274]) < 2500)  # like the H = 9.7 real apStar giant
+    True
+    >>> float(continuum[0, 100])  # a chip gap
+    0.0
+    """
+    stars = _stars(labels)
+    n = stars.n
+    h_mag = _label(labels, "H", n, default=11.0, bounds=(-5.0, 25.0))
+    extinction = np.zeros(n) if ak is None else _label({"AK": ak}, "AK", n, bounds=(0.0, 20.0))
+    wavelength = apogee_wavelength()
+    photosphere = _photosphere(stars)
+    nodes = np.linspace(15000.0, 17100.0, 22)
+    kappa = _continuum_opacity(np.append(nodes, 12500.0), photosphere.temperature, photosphere.p_e,
+                               photosphere.neutral_h, photosphere.electron_density / (
+                                   photosphere.p_gas / ((1 + 10.0 ** stars.log_eps["He"]) * _K_B * photosphere.temperature)))
+    # the continuum at λ escapes from τ_λ = 2/3, i.e. from τ_ref = (2/3) κ_ref / κ_λ on a grey T(τ) law
+    tau = (2.0 / 3.0) * kappa[:, -1:] / kappa[:, :-1]
+    temperature_nodes = stars.teff[:, None] * (0.75 * (np.clip(tau, 0.05, 20.0) + 2.0 / 3.0)) ** 0.25
+    log_flux_nodes = -np.log(np.expm1(_HC_OVER_K / (nodes[None, :] * temperature_nodes))) - 5.0 * np.log(nodes)
+    log_flux = np.array([np.interp(wavelength, nodes, row) for row in log_flux_nodes])
+    reference = np.array([np.interp(_H_REFERENCE_WAVELENGTH, nodes, row) for row in log_flux_nodes])
+    reddening = ((wavelength / 21590.0) ** -_EXTINCTION_SLOPE - (_H_REFERENCE_WAVELENGTH / 21590.0) ** -_EXTINCTION_SLOPE)
+    scale = _F_H_ZERO * 10.0 ** (-0.4 * h_mag)
+    flux = scale[:, None] * np.exp(log_flux - reference[:, None]) * 10.0 ** (-0.4 * extinction[:, None] * reddening)
+    return (flux * _chip_response(wavelength)[None, :]).astype(np.float32)
+
+
+# ============================================================================================= observing
+_BIT = {name: 1 << bit for name, bit in APOGEE_PIXMASK_BITS.items()}
+_BAD_VALUE = sum(1 << bit for bit in DEFAULT_BAD_BITS)
+_GAP_ERROR = 1e10
+
+
+@lru_cache(maxsize=1)
+def _instrument() -> dict:
+    """Fixed features of the instrument: on-chip pixels, edge distance, bad detector columns, sky lines."""
+    on_chip = np.zeros(APOGEE_N_PIXELS, dtype=bool)
+    edge = np.full(APOGEE_N_PIXELS, 10_000)
+    for start, end in CHIP_RANGES["dr13"]:
+        on_chip[start:end] = True
+        index = np.arange(start, end)
+        edge[start:end] = np.minimum(index - start, end - 1 - index)
+    # bad detector columns: a fixed pattern (it belongs to the detector, not to a star), ~0.7 % of pixels
+    pattern = np.random.default_rng(20110901)
+    chip_pixels = np.flatnonzero(on_chip)
+    starts = pattern.choice(chip_pixels, size=30, replace=False)
+    widths = pattern.integers(1, 4, size=starts.size)
+    bad = np.unique(np.concatenate([s + np.arange(w) for s, w in zip(starts, widths)]))
+    # relative brightness of each airglow line: not measured here, a fixed spread of a factor ~10
+    brightness = 10.0 ** pattern.uniform(-0.8, 0.3, size=SKY_LINES.size)
+    sky_profile = np.zeros(APOGEE_N_PIXELS)
+    centres = _pixel_position(SKY_LINES)
+    pixels = np.arange(APOGEE_N_PIXELS)
+    for centre, level in zip(centres, brightness):
+        window = slice(max(int(centre) - 8, 0), min(int(centre) + 9, APOGEE_N_PIXELS))
+        sky_profile[window] += level * np.exp(-0.5 * ((pixels[window] - centre) / _SIGMA_LSF_KMS * _PIXEL_KMS) ** 2)
+    return dict(on_chip=on_chip, edge=edge, bad_columns=bad[bad < APOGEE_N_PIXELS], sky=sky_profile)
+
+
+def _generators(rng, n: int) -> list:
+    if isinstance(rng, np.random.Generator):
+        return [rng] * n
+    if isinstance(rng, Sequence) and len(rng) == n and all(isinstance(r, np.random.Generator) for r in rng):
+        return list(rng)
+    raise SpectrumError(f"rng: expected a numpy Generator or a sequence of {n} Generators (one per spectrum)")
+
+
+def _visit_errors(model_flux, sky, instrument, snr_visit):
+    """Noise of one visit before the final scaling: photon noise of star and sky, sky-subtraction
+    residuals (2 % of the sky), read noise, and the steep rise at the chip edges."""
+    level = np.median(model_flux[instrument["on_chip"]])
+    variance = (model_flux + sky) * level / snr_visit ** 2 + (0.02 * sky) ** 2 + (0.15 * level / snr_visit) ** 2
+    return np.sqrt(variance) * (1.0 + 300.0 * np.exp(-instrument["edge"] / 1.5))
+
+
+def _visit_artefacts(rng, instrument, n_pix: int):
+    """Bitmask and (excess flux fraction, error factor) of one visit's detector artefacts."""
+    bitmask = np.zeros(n_pix, dtype=np.int64)
+    excess = np.zeros(n_pix)
+    factor = np.ones(n_pix)
+    on_chip = instrument["on_chip"]
+    # bad detector columns land on different rest-frame pixels from visit to visit (radial velocity)
+    shift = int(rng.integers(-6, 7))
+    bad = np.clip(instrument["bad_columns"] + shift, 0, n_pix - 1)
+    bad = bad[on_chip[bad]]
+    bitmask[bad] |= _BIT["BADPIX"] | _BIT["BADDARK"] | _BIT["BADFLAT"] | _BIT["NOT_ENOUGH_PSF"]
+    factor[bad] *= 1.2
+    chip_pixels = np.flatnonzero(on_chip)
+    cosmic = rng.choice(chip_pixels, size=int(rng.poisson(4.0)), replace=False)
+    bitmask[cosmic] |= _BIT["CRPIX"]
+    factor[cosmic] *= 1.1
+    if rng.random() < 0.3:  # persistence on the green chip, strongest at its red end
+        green_start, green_end = CHIP_RANGES["dr13"][1]
+        for name, start, end, amount, inflation in (("PERSIST_LOW", green_start, 4800, 0.005, 1.4),
+                                                    ("PERSIST_MED", 4800, 5864, 0.015, 2.3),
+                                                    ("PERSIST_HIGH", 5864, green_end, 0.03, 2.6)):
+            bitmask[start:end] |= _BIT[name]
+            excess[start:end] += amount * rng.uniform(0.5, 1.5)
+            factor[start:end] *= inflation
+    if rng.random() < 0.2:
+        bitmask[4371:4504] |= _BIT["LITTROW_GHOST"]
+    return bitmask, excess, factor
+
+
+def _observe_star(model_flux, snr, rng, instrument, n_visits):
+    n_pix = model_flux.size
+    on_chip = instrument["on_chip"]
+    level = np.median(model_flux[on_chip])
+    sky_scale = _F_H_ZERO * 10.0 ** (-0.4 * 12.0) * rng.lognormal(0.0, 0.4, size=n_visits)
+    visit_snr = snr / np.sqrt(n_visits) * rng.lognormal(0.0, 0.15, size=n_visits)
+    errors, bitmasks, excesses = [], [], []
+    for visit in range(n_visits):
+        sky = sky_scale[visit] * instrument["sky"]
+        bitmask, excess, factor = _visit_artefacts(rng, instrument, n_pix)
+        bitmask[on_chip & (sky > 0.2 * np.maximum(model_flux, 1e-30))] |= _BIT["SIG_SKYLINE"]
+        errors.append(_visit_errors(model_flux, sky, instrument, visit_snr[visit]) * factor)
+        bitmasks.append(bitmask)
+        excesses.append(excess * level)
+    errors = np.array(errors)
+    combined_error = 1.0 / np.sqrt(np.sum(1.0 / errors ** 2, axis=0))
+    either = np.bitwise_or.reduce(np.array(bitmasks), axis=0)
+    good = on_chip & ((either & _BAD_VALUE) == 0)
+    scale = np.median(model_flux[good] / combined_error[good]) / snr
+    errors *= scale
+    visit_snr = np.array([np.median(model_flux[good] / e[good]) for e in errors])
+    fluxes = [model_flux + excesses[visit] + errors[visit] * rng.standard_normal(n_pix) for visit in range(n_visits)]
+    fluxes = np.array(fluxes)
+    weights = 1.0 / errors ** 2
+    combined = np.sum(weights * fluxes, axis=0) / np.sum(weights, axis=0)
+    combined_error = 1.0 / np.sqrt(np.sum(weights, axis=0))
+    bitmasks = np.array(bitmasks)
+    if n_visits == 1:
+        flux_rows, error_rows, mask_rows = fluxes, errors, bitmasks
+    else:
+        global_weights = 1.0 / np.median(errors[:, good] ** 2, axis=1)[:, None]
+        global_flux = np.sum(global_weights * fluxes, axis=0) / global_weights.sum()
+        global_error = np.sqrt(np.sum(global_weights ** 2 * errors ** 2, axis=0)) / global_weights.sum()
+        flux_rows = np.vstack([combined, global_flux, fluxes])
+        error_rows = np.vstack([combined_error, global_error, errors])
+        mask_rows = np.vstack([either, np.bitwise_and.reduce(bitmasks, axis=0), bitmasks])
+    gap = ~on_chip
+    flux_rows[:, gap] = 0.0
+    error_rows[:, gap] = _GAP_ERROR
+    mask_rows[:, gap] = _BIT["BADPIX"]
+    return flux_rows, error_rows, mask_rows, visit_snr
+
+
+def observe(normalized: np.ndarray, continuum: np.ndarray, snr, rng, *, visits: int | None = None) -> dict:
+    """Noisy apStar-like spectra: flux, error and APOGEE_PIXMASK bitmask.
+
+    Parameters
+    ----------
+    normalized : array_like, shape (n, 8575)
+        Output of :func:`normalized_flux`.
+    continuum : array_like, shape (n, 8575)
+        Output of :func:`continuum_shape` (apStar flux units; zero in the gaps).
+    snr : float or array_like of shape (n,)
+        Median S/N over good pixels of each combined spectrum; the errors are scaled so
+        that ``median(model / error)`` over on-chip pixels without a bad bit equals it.
+    rng : numpy.random.Generator or sequence of n Generators
+        Source of every random draw; pass one generator per spectrum (seeded from the
+        star) so that any star can be regenerated alone.
+    visits : int, optional
+        Number of visits per star. ``None``: one spectrum per star, arrays of shape
+        (n, 8575). Otherwise the apStar rows of each star, shape (n, rows, 8575): a single
+        visit is one row; k > 1 visits give k + 2 rows (pixel-weighted and global-weighted
+        combinations, then the visits; bitmask row 0 is the OR and row 1 the AND of the
+        visits). Each visit has its own sky, bad-pixel shift, cosmic rays and persistence.
+
+    Returns
+    -------
+    dict
+        ``flux`` and ``error`` (float32), ``bitmask`` (int16, APOGEE_PIXMASK bits: BADPIX,
+        BADDARK, BADFLAT, NOT_ENOUGH_PSF on bad detector columns and in the gaps, CRPIX,
+        PERSIST_LOW/MED/HIGH, LITTROW_GHOST, SIG_SKYLINE), and ``visit_snr`` (n, n_visits).
+        Chip gaps: flux 0, error 1e10, BADPIX, as in real apStar files.
+
+    Raises
+    ------
+    ShapeError
+        If the arrays are not (n, 8575) with matching n.
+    SpectrumError
+        If *snr* is not positive and finite, *visits* is not a positive integer, or *rng*
+        is not a Generator (or one per spectrum).
+
+    Examples
+    --------
+    >>> labels = {"TEFF": [4800.0], "LOGG": [2.5], "FE_H": [0.0]}
+    >>> norm, cont = normalized_flux(labels), continuum_shape(labels)
+    >>> out = observe(norm, cont, 100.0, np.random.default_rng(1))
+    >>> out["flux"].shape, out["bitmask"].dtype
+    ((1, 8575), dtype('int16'))
+    >>> good = (out["bitmask"][0] & 0b1000011111111) == 0
+    >>> round(float(np.median((norm * cont)[0, good] / out["error"][0, good])), 3)
+    100.0
+    """
+    normalized = np.asarray(normalized, dtype=np.float64)
+    continuum = np.asarray(continuum, dtype=np.float64)
+    if normalized.ndim != 2 or normalized.shape[1] != APOGEE_N_PIXELS or continuum.shape != normalized.shape:
+        raise ShapeError(f"observe: expected normalized and continuum of shape (n, {APOGEE_N_PIXELS}), got "
+                         f"{normalized.shape} and {continuum.shape}")
+    n = normalized.shape[0]
+    snr = np.broadcast_to(np.asarray(snr, dtype=float), (n,)) if np.ndim(snr) <= 1 else None
+    if snr is None or snr.shape != (n,) or not np.all(np.isfinite(snr)) or np.any(snr <= 0):
+        raise SpectrumError(f"snr: expected a positive finite number or {n} of them")
+    if visits is not None and (isinstance(visits, bool) or not isinstance(visits, (int, np.integer)) or visits < 1):
+        raise SpectrumError(f"visits: expected a positive integer or None, got {visits!r}")
+    generators = _generators(rng, n)
+    instrument = _instrument()
+    model = normalized * continuum
+    if np.any(model[:, instrument["on_chip"]] <= 0) or not np.all(np.isfinite(model)):
+        raise SpectrumError("observe: normalized * continuum must be positive and finite on the detector chips")
+    results = [_observe_star(model[i], snr[i], generators[i], instrument, visits or 1) for i in range(n)]
+    flux = np.array([r[0] for r in results], dtype=np.float32)
+    error = np.array([r[1] for r in results], dtype=np.float32)
+    bitmask = np.array([r[2] for r in results]).astype(np.int16)
+    if visits is None:
+        flux, error, bitmask = flux[:, 0], error[:, 0], bitmask[:, 0]
+    return dict(flux=flux, error=error, bitmask=bitmask, visit_snr=np.array([r[3] for r in results]))

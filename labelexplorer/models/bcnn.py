@@ -1,0 +1,920 @@
+"""Bayesian CNNs for APOGEE spectra: the censored network of Leung & Bovy (2019) and its control.
+
+``bcnn-censored`` (:class:`CensoredBCNN`, astroNN's ``ApogeeBCNNCensored``):
+
+* Full-spectrum branch: Conv1D(2, 8, same) → ReLU → MCDropout → Conv1D(4, 8) → ReLU →
+  MaxPool(4) → flatten (7512 values) → MCDropout → Dense 192 ReLU → MCDropout → Dense 64
+  ReLU → value and log-variance heads for TEFF, LOGG and FE_H.
+* Latent link: Dense(2, linear, weights max-norm 0.5) on the 64-unit layer, concatenated
+  with StopGrad([TEFF, LOGG, FE_H]): five numbers fed to every element branch. StopGrad
+  keeps the element losses from training the TEFF/LOGG/FE_H heads; the 2-unit link does
+  pass them on into the trunk, limited by its max-norm (as in astroNN).
+* One element branch per other label: only the pixels of that element's window (a
+  binary mask, gathered, as astroNN's BoolMask does) → Dense 32 ReLU → MCDropout → Dense
+  16 ReLU → MCDropout (C and N: 256 → 64) → concatenated with the five latent values →
+  value and log-variance heads.
+
+``bcnn`` (:class:`BCNN`, astroNN's ``ApogeeBCNN``) is the uncensored control: the same
+full-spectrum branch predicts every label, without element branches or StopGrad.
+
+Facts shared by both (paper §2–4): dropout 0.3 on every MCDropout, on at inference too;
+L2 5e-9 on the convolutions, the 192- and 64-unit layers and each element's first dense
+layer; N(0, 0.05) initial weights on the convolutions and hidden dense layers; Adam with
+learning rate 5e-4, batches of 64, 10 % validation split, learning rate ×0.5 after 2
+epochs without improvement; the robust censored loss
+(:func:`~labelexplorer.models.nn.losses.robust_censored_loss`). With the astroNN
+(ASPCAP DR14) windows and 22 labels the censored network has ≈3.5 M parameters.
+
+Input: continuum-normalised spectra on the 7514-pixel gap-removed APOGEE grid; masked
+pixels are set to 1 (the continuum) and the per-pixel training mean is subtracted (no
+scaling: training and test spectra differ in SNR). Spectra on the full 8575-pixel grid
+have their gaps removed and are continuum-normalised automatically
+(:func:`labelexplorer.preprocess.continuum.normalise_continuum`, a degree-2 Chebyshev per
+chip fitted to continuum pixels: those of the file given as ``continuum_pixels``, or
+else derived from the training set with The Cannon's criterion and stored in the model).
+Labels are standardised per label ignoring missing values (-9999, NaN), which add
+nothing to the loss.
+
+Inference: ``mc_passes`` Monte Carlo dropout passes. The layers in front of the first
+dropout (first convolution, each element's first dense layer) are deterministic, so they
+run once per spectrum and only the stochastic rest is repeated (one batched forward over
+``passes × spectra`` rows). Mean = mean over passes; model variance = variance over
+passes; predictive variance = exp(mean over passes of the log-variance output). Masks
+come from one seeded generator per dropout layer (``random_state``), so predictions are
+reproducible at a given ``mc_batch_size`` (the chunking decides which random numbers a
+spectrum gets; with an automatic batch size they are reproducible on the same machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..exceptions import FileFormatError, LabelError, ModelFileError, ShapeError, UnknownNameError, did_you_mean
+from ..labels import canonical_label
+from ..prediction import LabelPrediction
+from ..preprocess.grid import APOGEE_N_PIXELS, gap_removed_wavelength, n_gap_removed, remove_gaps
+from ..spectra import Spectra
+from .base import LabelModel, dataset_hash, register_model
+from .nn.device import (autocast, choose_device, forked_rng, memory_budget, precision_agrees, resolve_precision, rows_per_chunk,
+                        run_in_chunks)
+from .nn.layers import (DropoutStreams, MCDropout, StopGrad, apply_max_norm, dropout_disabled, n_parameters,
+                        number_dropout_layers, stopgrad_passthrough)
+from .nn.losses import robust_censored_loss
+from .nn.training import TrainingSettings, split_indices, train
+
+__all__ = ["BCNN", "CensoredBCNN", "BCNNNetwork", "CensoredBCNNNetwork", "mc_samples", "TRUNK_LABELS"]
+
+N_PIXELS = n_gap_removed("dr17")
+TRUNK_LABELS = ("TEFF", "LOGG", "FE_H")
+"""Labels of the full-spectrum branch of the censored network (and the ones its flags watch)."""
+
+_BRANCH_HIDDEN = {"C": (256, 64), "N": (256, 64)}
+_DEFAULT_HIDDEN = (32, 16)
+_TRUNK_HIDDEN = (192, 64)
+_KERNEL = 8
+_INIT_STD = 0.05
+# float32 values alive per pass, spectrum and pixel during an MC forward (activations,
+# masks, pooling); sizes the chunks of spectra so they fit in memory
+_FLOATS_PER_PASS_PIXEL = 16
+_MAX_PASS_ROWS = {"cpu": 2048, "cuda": 65536}
+_REFERENCE_SPECTRA = 256
+_REFERENCE_PASSES = 32
+
+
+# ============================================================================ networks
+def _same_padding(x: torch.Tensor) -> torch.Tensor:
+    """Keras' 'same' padding for the even kernel: 3 zeros before, 4 after (output length = input)."""
+    return nn.functional.pad(x, ((_KERNEL - 1) // 2, _KERNEL // 2))
+
+
+def _init_hidden(layer: nn.Module) -> None:
+    """N(0, 0.05) weights and zero biases (the paper's initialisation of hidden layers)."""
+    nn.init.normal_(layer.weight, 0.0, _INIT_STD)
+    nn.init.zeros_(layer.bias)
+
+
+def _init_head(layer: nn.Linear) -> None:
+    """Glorot-uniform weights and zero biases (Keras' default, used for the output heads)."""
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
+class SpectrumTrunk(nn.Module):
+    """The full-spectrum branch up to its 64-unit layer.
+
+    ``stem`` (first convolution + ReLU) is deterministic; ``forward`` is the stochastic rest.
+    """
+
+    def __init__(self, n_pixels: int, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 2, _KERNEL)
+        self.drop_conv = MCDropout(dropout)
+        self.conv2 = nn.Conv1d(2, 4, _KERNEL)
+        self.pool = nn.MaxPool1d(4)
+        self.drop_flat = MCDropout(dropout)
+        self.dense1 = nn.Linear(4 * (n_pixels // 4), _TRUNK_HIDDEN[0])
+        self.drop_dense = MCDropout(dropout)
+        self.dense2 = nn.Linear(*_TRUNK_HIDDEN)
+        for layer in (self.conv1, self.conv2, self.dense1, self.dense2):
+            _init_hidden(layer)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv1(_same_padding(x.unsqueeze(1))))
+
+    def forward(self, stem: torch.Tensor, streams: DropoutStreams | None = None, repeats: int = 1) -> torch.Tensor:
+        h = self.drop_conv(stem, streams, repeats)
+        h = self.pool(torch.relu(self.conv2(_same_padding(h)))).flatten(1)
+        h = self.drop_flat(h, streams)
+        h = self.drop_dense(torch.relu(self.dense1(h)), streams)
+        return torch.relu(self.dense2(h))
+
+    def regularised_weights(self) -> list[torch.Tensor]:
+        return [self.conv1.weight, self.conv2.weight, self.dense1.weight, self.dense2.weight]
+
+
+class ElementBranch(nn.Module):
+    """One element's mini network over the pixels of its window."""
+
+    def __init__(self, pixels: torch.Tensor, hidden: tuple[int, int], n_context: int, dropout: float):
+        super().__init__()
+        self.register_buffer("pixels", pixels, persistent=False)
+        self.dense1 = nn.Linear(int(pixels.numel()), hidden[0])
+        self.drop1 = MCDropout(dropout)
+        self.dense2 = nn.Linear(*hidden)
+        self.drop2 = MCDropout(dropout)
+        self.value = nn.Linear(hidden[1] + n_context, 1)
+        self.log_var = nn.Linear(hidden[1] + n_context, 1)
+        _init_hidden(self.dense1)
+        _init_hidden(self.dense2)
+        _init_head(self.value)
+        _init_head(self.log_var)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.dense1(x[:, self.pixels]))
+
+    def forward(self, stem, context, streams=None, repeats: int = 1):
+        h = self.drop1(stem, streams, repeats)
+        h = self.drop2(torch.relu(self.dense2(h)), streams)
+        z = torch.cat([h, context], dim=1)
+        return self.value(z), self.log_var(z)
+
+
+class BCNNNetwork(nn.Module):
+    """Uncensored network: every label from the full-spectrum branch.
+
+    ``forward(x, streams, repeats)`` returns ``(value, log_var)``, each ``(repeats * b, n_labels)``
+    in pass-major order; ``stems`` and ``heads`` split it into its deterministic and
+    stochastic parts.
+
+    Examples
+    --------
+    >>> net = BCNNNetwork(64, 3, 0.3)
+    >>> value, log_var = net(torch.zeros(2, 64), DropoutStreams(0), repeats=5)
+    >>> value.shape, log_var.shape
+    (torch.Size([10, 3]), torch.Size([10, 3]))
+    """
+
+    def __init__(self, n_pixels: int, n_labels: int, dropout: float):
+        super().__init__()
+        self.trunk = SpectrumTrunk(n_pixels, dropout)
+        self.value = nn.Linear(_TRUNK_HIDDEN[1], n_labels)
+        self.log_var = nn.Linear(_TRUNK_HIDDEN[1], n_labels)
+        _init_head(self.value)
+        _init_head(self.log_var)
+        number_dropout_layers(self)
+
+    def stems(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.trunk.stem(x)]
+
+    def heads(self, stems, streams=None, repeats: int = 1):
+        h = self.trunk(stems[0], streams, repeats)
+        return self.value(h), self.log_var(h)
+
+    def forward(self, x, streams=None, repeats: int = 1):
+        return self.heads(self.stems(x), streams, repeats)
+
+    def regularised_weights(self) -> list[torch.Tensor]:
+        return self.trunk.regularised_weights()
+
+    def constrain(self) -> None:
+        """No weight constraint in the uncensored network."""
+
+
+class CensoredBCNNNetwork(nn.Module):
+    """Censored network: trunk labels from the full spectrum, element labels from their windows.
+
+    Parameters
+    ----------
+    n_pixels : int
+    trunk_columns : list of int
+        Output columns of the full-spectrum heads (TEFF, LOGG, FE_H, whichever are asked).
+    branch_columns : list of int
+        Output column of each element branch.
+    windows : bool tensor (n_branches, n_pixels)
+        Binary window of each branch (kept as a buffer, so saved with the weights).
+    branch_hidden : list of (int, int)
+        Hidden sizes of each branch.
+    dropout, latent_size, max_norm : float, int, float
+
+    Examples
+    --------
+    >>> windows = torch.zeros(1, 64, dtype=torch.bool); windows[0, 10:20] = True
+    >>> net = CensoredBCNNNetwork(64, [0, 2], [1], windows, [(32, 16)], 0.3, 2, 0.5)
+    >>> value, _ = net(torch.zeros(4, 64))
+    >>> value.shape
+    torch.Size([4, 3])
+    """
+
+    def __init__(self, n_pixels: int, trunk_columns, branch_columns, windows: torch.Tensor, branch_hidden,
+                 dropout: float, latent_size: int, max_norm: float):
+        super().__init__()
+        self.max_norm = float(max_norm)
+        self.trunk = SpectrumTrunk(n_pixels, dropout)
+        n_trunk = len(trunk_columns)
+        self.trunk_value = nn.Linear(_TRUNK_HIDDEN[1], n_trunk)
+        self.trunk_log_var = nn.Linear(_TRUNK_HIDDEN[1], n_trunk)
+        self.latent = nn.Linear(_TRUNK_HIDDEN[1], latent_size)
+        _init_head(self.trunk_value)
+        _init_head(self.trunk_log_var)
+        _init_hidden(self.latent)
+        self.stop = StopGrad()
+        self.register_buffer("windows", windows.to(torch.bool))
+        self.branches = nn.ModuleList([
+            ElementBranch(torch.nonzero(window).flatten(), hidden, n_trunk + latent_size, dropout)
+            for window, hidden in zip(windows, branch_hidden)])
+        order = np.argsort(np.asarray(list(trunk_columns) + list(branch_columns)))
+        self.register_buffer("output_order", torch.as_tensor(order, dtype=torch.long), persistent=False)
+        number_dropout_layers(self)
+        self.constrain()
+
+    def stems(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.trunk.stem(x)] + [branch.stem(x) for branch in self.branches]
+
+    def heads(self, stems, streams=None, repeats: int = 1):
+        h = self.trunk(stems[0], streams, repeats)
+        values, log_vars = [self.trunk_value(h)], [self.trunk_log_var(h)]
+        context = torch.cat([self.latent(h), self.stop(values[0])], dim=1)
+        for branch, stem in zip(self.branches, stems[1:]):
+            value, log_var = branch(stem, context, streams, repeats)
+            values.append(value)
+            log_vars.append(log_var)
+        return torch.cat(values, 1)[:, self.output_order], torch.cat(log_vars, 1)[:, self.output_order]
+
+    def forward(self, x, streams=None, repeats: int = 1):
+        return self.heads(self.stems(x), streams, repeats)
+
+    def regularised_weights(self) -> list[torch.Tensor]:
+        return self.trunk.regularised_weights() + [branch.dense1.weight for branch in self.branches]
+
+    def constrain(self) -> None:
+        """Max-norm on the latent link (called after every optimizer step)."""
+        apply_max_norm(self.latent, self.max_norm)
+
+
+def mc_samples(network: nn.Module, x: torch.Tensor, passes: int, streams: DropoutStreams | None = None, *,
+               batched: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monte Carlo dropout draws of ``(value, log_var)``, each ``(passes, b, n_labels)``.
+
+    ``batched=True`` computes the deterministic stems once and runs the stochastic rest
+    over ``passes × b`` rows in one forward; ``batched=False`` is the naive way, *passes*
+    full forwards. With the same *streams* seed both give the same draws on the CPU.
+
+    Examples
+    --------
+    >>> net = BCNNNetwork(64, 2, 0.3)
+    >>> x = torch.randn(3, 64)
+    >>> fast, _ = mc_samples(net, x, 4, DropoutStreams(1))
+    >>> slow, _ = mc_samples(net, x, 4, DropoutStreams(1), batched=False)
+    >>> fast.shape, bool(torch.allclose(fast, slow, atol=1e-6))
+    (torch.Size([4, 3, 2]), True)
+    """
+    b = x.shape[0]
+    if batched:
+        value, log_var = network.heads(network.stems(x), streams, repeats=passes)
+        return value.reshape(passes, b, -1), log_var.reshape(passes, b, -1)
+    draws = [network(x, streams) for _ in range(passes)]
+    return torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws])
+
+
+# ============================================================================ helpers
+def _element_hidden(element: str) -> tuple[int, int]:
+    return _BRANCH_HIDDEN.get(element.upper(), _DEFAULT_HIDDEN)
+
+
+def _fill_masked(spectra: Spectra) -> np.ndarray:
+    """Flux with masked pixels set to 1, the continuum level of a normalised spectrum."""
+    return np.where(spectra.mask, np.float32(1.0), spectra.flux).astype(np.float32)
+
+
+def _remove_gaps(spectra: Spectra) -> Spectra:
+    wavelength = remove_gaps(spectra.wavelength)
+    return spectra.replace(flux=remove_gaps(spectra.flux), error=remove_gaps(spectra.error),
+                           mask=remove_gaps(spectra.mask), wavelength=wavelength,
+                           step="remove APOGEE chip gaps (8575 -> 7514 px)")
+
+
+def _json_float(value: float):
+    return value if math.isfinite(value) else None
+
+
+# ============================================================================ the models
+@register_model("bcnn")
+class BCNN(LabelModel):
+    """Uncensored Bayesian CNN (astroNN ``ApogeeBCNN``): every label from the full spectrum.
+
+    Parameters
+    ----------
+    epochs : int
+        Maximum number of epochs (early stopping usually ends training sooner).
+    batch_size : int
+        Spectra per optimizer step.
+    learning_rate : float
+        Initial Adam learning rate (halved after 2 epochs without validation improvement).
+    validation_fraction : float
+        Share of the training spectra held out for the validation loss.
+    early_stopping_patience : int
+        Epochs without improvement of the validation loss before training stops; the
+        weights of the best epoch are kept.
+    dropout : float
+        Rate of every MC dropout layer.
+    l2 : float
+        L2 penalty on the regularised weights (added to the loss as ``l2 · Σ w²``).
+    mc_passes : int
+        Monte Carlo dropout passes per prediction.
+    sensitivity_passes : int
+        MC passes averaged by :meth:`sensitivity` (0: the deterministic mean network,
+        dropout off).
+    continuum_pixels : str, optional
+        Continuum-pixel mask file (e.g. astroNN's ``dr17_contmask.npy``) used to normalise
+        8575-pixel input; by default derived from the training set when needed.
+    outside_std_factor : float
+        A star is flagged ``outside_training_set`` when the total uncertainty of TEFF,
+        LOGG or FE_H exceeds this multiple of its median on training-like stars, or a
+        predicted label falls outside the training range widened by 10 %.
+    low_snr : float
+        Spectra with a known SNR below this are flagged ``low_snr``.
+    random_state : int
+        Seed of the weights, the validation split, the shuffling and the dropout masks.
+    device : str
+        ``"auto"`` (CUDA if present, else every CPU core), ``"cpu"`` or ``"cuda"``.
+    precision : str
+        ``"auto"``, ``"float32"`` or ``"bfloat16"`` for MC inference (see
+        :mod:`labelexplorer.models.nn.device`). Training always runs in float32.
+    mc_batch_size : int, optional
+        Spectra per inference chunk; default sized from the free memory.
+    checkpoint_dir : str, optional
+        Folder for training checkpoints: Ctrl-C saves one, and ``fit`` with the same
+        folder and data resumes from it.
+    progress : bool
+        Show a progress bar while training.
+
+    Examples
+    --------
+    >>> model = BCNN(epochs=2, mc_passes=4, progress=False)
+    >>> model.mc_passes
+    4
+    """
+
+    #: tiny settings that make the conformance tests fast
+    quick_hyperparameters = {"epochs": 12, "batch_size": 8, "learning_rate": 2e-3, "mc_passes": 8,
+                             "sensitivity_passes": 2, "early_stopping_patience": 12, "progress": False}
+    conformance_n_pixels = N_PIXELS
+    conformance_wavelength = gap_removed_wavelength()
+
+    def __init__(self, epochs: int = 60, batch_size: int = 64, learning_rate: float = 5e-4,
+                 validation_fraction: float = 0.1, early_stopping_patience: int = 4, dropout: float = 0.3,
+                 l2: float = 5e-9, mc_passes: int = 100, sensitivity_passes: int = 16,
+                 continuum_pixels: str | None = None, outside_std_factor: float = 3.0, low_snr: float = 30.0,
+                 random_state: int = 0, device: str = "auto", precision: str = "auto",
+                 mc_batch_size: int | None = None, checkpoint_dir: str | None = None, progress: bool = True):
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.early_stopping_patience = early_stopping_patience
+        self.dropout = dropout
+        self.l2 = l2
+        self.mc_passes = mc_passes
+        self.sensitivity_passes = sensitivity_passes
+        self.continuum_pixels = continuum_pixels
+        self.outside_std_factor = outside_std_factor
+        self.low_snr = low_snr
+        self.random_state = random_state
+        self.device = device
+        self.precision = precision
+        self.mc_batch_size = mc_batch_size
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress
+
+    # ------------------------------------------------------------------ network layout
+    def _build_network(self, names: list[str], n_pixels: int, windows: np.ndarray | None = None) -> nn.Module:
+        return BCNNNetwork(n_pixels, len(names), self.dropout)
+
+    def _layout(self, names: list[str], spectra: Spectra | None) -> np.ndarray | None:
+        """Check the labels can be predicted; return the binary windows (None: no branches)."""
+        return None
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of trainable parameters of the fitted network."""
+        self._check_fitted("count its parameters")
+        return n_parameters(self.network_)
+
+    # ------------------------------------------------------------------ input handling
+    def _torch_device(self) -> torch.device:
+        return choose_device(self.device)
+
+    def _model_grid(self, spectra, *, labels: np.ndarray | None = None, names=None) -> Spectra:
+        """Spectra on the 7514-pixel grid, continuum-normalised (8575-pixel input is converted)."""
+        if not isinstance(spectra, Spectra):
+            raise ShapeError(f"spectra: expected a labelexplorer.Spectra, got {type(spectra).__name__}")
+        if spectra.n_pixels == N_PIXELS:
+            return spectra
+        if spectra.n_pixels != APOGEE_N_PIXELS:
+            raise ShapeError(f"spectra: expected {N_PIXELS} pixels (continuum-normalised, APOGEE gap-removed grid) "
+                             f"or {APOGEE_N_PIXELS} (full APOGEE grid, normalised automatically), "
+                             f"got {spectra.n_pixels}")
+        from ..preprocess.continuum import normalise_continuum
+
+        spectra = _remove_gaps(spectra)
+        mask = self._continuum_mask(spectra, labels, names)
+        return normalise_continuum(spectra, mask)
+
+    def _continuum_mask(self, spectra: Spectra, labels, names) -> np.ndarray:
+        from ..preprocess.continuum import continuum_pixels_from_file, derive_continuum_pixels
+
+        if getattr(self, "continuum_mask_", None) is not None:
+            return self.continuum_mask_
+        if self.continuum_pixels is not None:
+            mask = continuum_pixels_from_file(self.continuum_pixels, N_PIXELS)
+        elif labels is not None:
+            stellar = [i for i, name in enumerate(names) if name in TRUNK_LABELS] or list(range(len(names)))
+            mask = derive_continuum_pixels(spectra, labels[:, stellar])
+        else:
+            raise ShapeError(f"spectra: {APOGEE_N_PIXELS}-pixel input needs continuum pixels, but this model was "
+                             f"trained on normalised {N_PIXELS}-pixel spectra; normalise them first "
+                             "(labelexplorer.preprocess.normalise_continuum) or set continuum_pixels")
+        self.continuum_mask_ = mask
+        return mask
+
+    def _design(self, spectra: Spectra) -> np.ndarray:
+        """Model input: masked pixels set to 1, minus the training mean spectrum."""
+        return _fill_masked(spectra) - self.pixel_mean_
+
+    # ------------------------------------------------------------------ training
+    def fit(self, spectra, labels, label_errors=None, *, callbacks=()) -> "BCNN":
+        """Train on *spectra* (a Spectra on the 7514 or 8575 APOGEE grid) and a label table.
+
+        Parameters
+        ----------
+        spectra : Spectra
+        labels : table
+            Any table :func:`labelexplorer.labels.label_array` reads; -9999 / NaN are missing.
+        label_errors : table or array, optional
+            Known 1-σ label uncertainties (σ_known in the loss); NaN = unknown.
+        callbacks : sequence of callables
+            Called with each epoch's record (epoch, loss, val_loss, lr).
+
+        Returns
+        -------
+        self
+        """
+        self._callbacks = tuple(callbacks)
+        try:
+            return super().fit(spectra, labels, label_errors)
+        finally:
+            del self._callbacks
+
+    def _fit(self, spectra, values, names, errors):
+        self.__dict__.pop("continuum_mask_", None)  # a refit derives or loads it afresh
+        spectra = self._model_grid(spectra, labels=values, names=names)
+        windows = self._layout(names, spectra)
+        label_mean, label_std, label_range = self._label_scaling(values, names)
+        if errors is not None and np.any(errors[np.isfinite(errors)] < 0):
+            raise LabelError("label_errors: uncertainties must be >= 0")
+        flux = _fill_masked(spectra)
+        self.pixel_mean_ = flux.mean(axis=0)
+        x = torch.as_tensor(flux - self.pixel_mean_)
+        y = torch.as_tensor(((values - label_mean) / label_std).astype(np.float32))
+        y_err = torch.zeros_like(y) if errors is None else torch.as_tensor(
+            np.nan_to_num(errors / label_std, nan=0.0).astype(np.float32))
+        device = self._torch_device()
+        with forked_rng(device):
+            torch.manual_seed(self.random_state)
+            network = self._build_network(list(names), spectra.n_pixels, windows).to(device)
+            if self.progress:
+                print(f"{self.name}: {n_parameters(network):,} trainable parameters, {len(names)} labels, "
+                      f"{len(spectra)} spectra, device {device}")
+            data = {"x": x, "y": y, "y_err": y_err}
+            if sum(t.numel() * 4 for t in data.values()) < memory_budget(device):
+                data = {key: value.to(device) for key, value in data.items()}
+            result = train(network, self._loss, data, self._training_settings(), device=device,
+                           constrain=lambda module: module.constrain(), callbacks=getattr(self, "_callbacks", ()),
+                           fingerprint=self._fingerprint(flux, values, errors, names))
+        network.eval()
+        self.network_ = network
+        self.label_mean_, self.label_std_, self.label_range_ = label_mean, label_std, label_range
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        _, val_rows = split_indices(len(x), self.validation_fraction, self.random_state)
+        reference_rows = (val_rows if val_rows.size else np.arange(len(x)))[:_REFERENCE_SPECTRA]
+        self.reference_std_ = self._reference_std(x[reference_rows].numpy())
+        self.training_hash_ = dataset_hash(flux, values)
+
+    def _label_scaling(self, values: np.ndarray, names: list[str]):
+        known = np.isfinite(values)
+        for j, name in enumerate(names):
+            if known[:, j].sum() < 2:
+                raise LabelError(f"label {name!r}: fewer than 2 training spectra have a known value; cannot fit")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(values, axis=0)
+            std = np.nanstd(values, axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return mean, std, np.column_stack([np.nanmin(values, axis=0), np.nanmax(values, axis=0)])
+
+    def _training_settings(self) -> TrainingSettings:
+        return TrainingSettings(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                validation_fraction=self.validation_fraction,
+                                early_stopping_patience=self.early_stopping_patience, seed=self.random_state,
+                                checkpoint_dir=self.checkpoint_dir, progress=self.progress,
+                                description=f"training {self.name}")
+
+    def _fingerprint(self, flux, values, errors, names) -> str:
+        ignored = {"progress", "device", "precision", "mc_batch_size", "checkpoint_dir", "mc_passes",
+                   "sensitivity_passes", "outside_std_factor", "low_snr"}
+        settings = {k: v for k, v in self.get_params().items() if k not in ignored}
+        text = json.dumps(settings, sort_keys=True, default=str) + ",".join(names)
+        return dataset_hash(flux, values, np.zeros(0) if errors is None else errors, np.frombuffer(text.encode(), np.uint8))
+
+    def _loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
+        value, log_var = network(batch["x"])
+        loss = robust_censored_loss(batch["y"], value, log_var, batch["y_err"])
+        if self.l2:
+            loss = loss + self.l2 * sum(weight.square().sum() for weight in network.regularised_weights())
+        return loss
+
+    def _reference_std(self, x: np.ndarray) -> np.ndarray:
+        """Median total uncertainty per label on training-like spectra (the flag's yardstick)."""
+        mean, model_var, log_var, _ = self._mc_moments(x, min(self.mc_passes, _REFERENCE_PASSES))
+        total = np.sqrt(model_var + np.exp(log_var)) * self.label_std_
+        return np.median(total, axis=0)
+
+    # ------------------------------------------------------------------ inference
+    def _mc_chunk(self, passes: int, n_pixels: int, device: torch.device) -> int:
+        if self.mc_batch_size:
+            return int(self.mc_batch_size)
+        bytes_per_spectrum = passes * n_pixels * _FLOATS_PER_PASS_PIXEL * 4
+        by_rows = max(1, _MAX_PASS_ROWS.get(device.type, 2048) // max(passes, 1))
+        return rows_per_chunk(bytes_per_spectrum, device, maximum=by_rows)
+
+    def _mc_moments(self, x: np.ndarray, passes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """Standardised MC mean, model variance, mean log-variance (each (n, L)) and the precision used."""
+        device = self._torch_device()
+        network = self.network_.to(device).eval()
+        precision = resolve_precision(self.precision, device)
+        streams = DropoutStreams(self.random_state, device)
+        check_bf16 = self.precision == "auto" and precision == "bfloat16"
+
+        def moments(rows: slice, use_streams, use_precision):
+            xb = torch.as_tensor(x[rows], device=device)
+            with torch.no_grad(), autocast(device, use_precision):
+                value, log_var = mc_samples(network, xb, passes, use_streams)
+            value, log_var = value.float(), log_var.float()
+            return value.mean(0), value.var(0, unbiased=False), log_var.mean(0)
+
+        def run(rows: slice):
+            nonlocal streams, precision, check_bf16
+            if not check_bf16:
+                return [t.cpu().numpy() for t in moments(rows, streams, precision)]
+            # bfloat16 only if it reproduces float32 within 0.1 sigma on this first chunk
+            check_bf16 = False
+            trial_streams = DropoutStreams(self.random_state, device)
+            trial = moments(rows, trial_streams, "bfloat16")
+            reference = moments(rows, streams, "float32")
+            scale = torch.sqrt(reference[1] + torch.exp(reference[2]))
+            if precision_agrees(trial[0], reference[0], scale):
+                streams = trial_streams
+                return [t.cpu().numpy() for t in trial]
+            precision = "float32"
+            return [t.cpu().numpy() for t in reference]
+
+        parts = run_in_chunks(run, len(x), self._mc_chunk(passes, x.shape[1], device))
+        mean, model_var, log_var = (np.concatenate([p[i] for p in parts]).astype(np.float64) for i in range(3))
+        return mean, model_var, log_var, precision
+
+    def _predict(self, spectra):
+        spectra = self._model_grid(spectra)
+        self._check_pixels(spectra)
+        mean, model_var, log_var, precision = self._mc_moments(self._design(spectra), self.mc_passes)
+        scale = self.label_std_
+        mean = mean * scale + self.label_mean_
+        model_std = np.sqrt(model_var) * scale
+        predictive_std = np.exp(0.5 * log_var) * scale
+        flags = self._flags(spectra, mean, np.sqrt(model_std ** 2 + predictive_std ** 2))
+        return LabelPrediction(self.label_names_, mean, model_std, predictive_std, ids=spectra.ids, flags=flags,
+                               meta={"model": self.name, "mc_passes": self.mc_passes, "precision": precision})
+
+    def _check_pixels(self, spectra: Spectra) -> None:
+        if spectra.n_pixels != self.pixel_mean_.size:
+            raise ShapeError(f"spectra: expected {self.pixel_mean_.size} pixels (the training grid), "
+                             f"got {spectra.n_pixels}")
+
+    def _flags(self, spectra: Spectra, mean: np.ndarray, total_std: np.ndarray) -> dict[str, np.ndarray]:
+        watched = [j for j, name in enumerate(self.label_names_) if name in TRUNK_LABELS] or list(
+            range(len(self.label_names_)))
+        uncertain = (total_std[:, watched] > self.outside_std_factor * self.reference_std_[watched]).any(axis=1)
+        low, high = self.label_range_[:, 0], self.label_range_[:, 1]
+        margin = 0.1 * (high - low)
+        outside_range = ((mean < low - margin) | (mean > high + margin)).any(axis=1)
+        with np.errstate(invalid="ignore"):
+            low_snr = np.asarray(spectra.snr, dtype=float) < self.low_snr
+        return {"outside_training_set": uncertain | outside_range, "low_snr": low_snr}
+
+    # ------------------------------------------------------------------ sensitivity
+    def sensitivity_map(self, spectra, label: str, passes: int | None = None) -> np.ndarray:
+        """Per-spectrum d label / d flux, shape (n_spectra, n_pixels), in label units per unit flux.
+
+        The derivative of the MC mean over *passes* dropout passes (default
+        ``sensitivity_passes``; 0 = the deterministic mean network with dropout off), with
+        StopGrad letting gradients through (it only blocks them in training). Masked
+        pixels get 0: their flux is replaced by the continuum, so it cannot move the label.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from labelexplorer import Spectra
+        >>> from labelexplorer.preprocess.grid import gap_removed_wavelength
+        >>> rng = np.random.default_rng(0)
+        >>> teff = rng.uniform(4000, 5000, 16)
+        >>> flux = 1 - 0.1 * np.outer(teff / 5000, np.ones(7514)) + rng.normal(0, 0.01, (16, 7514))
+        >>> spec = Spectra(flux, gap_removed_wavelength())
+        >>> model = BCNN(epochs=1, mc_passes=2, progress=False).fit(spec, {"TEFF": teff})
+        >>> model.sensitivity_map(spec[:3], "Teff", passes=2).shape
+        (3, 7514)
+        """
+        self._check_fitted("compute sensitivities")
+        key = canonical_label(label)
+        if key not in self.label_names_:
+            raise UnknownNameError(f"label {label!r} is not predicted by this model; available: {self.label_names_}"
+                                   f"{did_you_mean(key, self.label_names_)}")
+        passes = self.sensitivity_passes if passes is None else int(passes)
+        spectra = self._model_grid(spectra)
+        self._check_pixels(spectra)
+        x = self._design(spectra)
+        column = self.label_names_.index(key)
+        device = self._torch_device()
+        network = self.network_.to(device)
+        streams = DropoutStreams(self.random_state, device)
+        repeats = max(passes, 1)
+
+        def gradient(rows: slice) -> np.ndarray:
+            xb = torch.as_tensor(x[rows], device=device).requires_grad_(True)
+            off = dropout_disabled(network) if passes == 0 else contextlib.nullcontext()
+            with stopgrad_passthrough(network), off:
+                value, _ = mc_samples(network, xb, repeats, streams if passes else None)
+            (grad,) = torch.autograd.grad(value[..., column].mean(0).sum(), xb)
+            return grad.cpu().numpy()
+
+        chunk = self._mc_chunk(3 * repeats, x.shape[1], device)  # the backward pass keeps activations
+        grads = np.concatenate(run_in_chunks(gradient, len(x), chunk)) * self.label_std_[column]
+        grads[spectra.mask] = 0.0
+        return grads
+
+    def _sensitivity(self, spectra, label):
+        return self.sensitivity_map(spectra, label).mean(axis=0)
+
+    # ------------------------------------------------------------------ persistence
+    def _config_extra(self) -> dict:
+        return {"n_pixels": int(self.pixel_mean_.size), "best_epoch": int(self.best_epoch_),
+                "n_parameters": n_parameters(self.network_),
+                "history": [{k: _json_float(float(v)) for k, v in record.items()} for record in self.history_]}
+
+    def _load_config_extra(self, extra: dict) -> None:
+        self.history_ = list(extra.get("history", []))
+        self.best_epoch_ = int(extra.get("best_epoch", 0))
+
+    def _save_weights(self, directory: Path) -> None:
+        tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
+        arrays = {"pixel_mean": self.pixel_mean_, "label_mean": self.label_mean_, "label_std": self.label_std_,
+                  "label_range": self.label_range_, "reference_std": self.reference_std_}
+        if getattr(self, "continuum_mask_", None) is not None:
+            arrays["continuum_mask"] = self.continuum_mask_
+        for key, value in arrays.items():
+            tensors[key] = torch.as_tensor(np.ascontiguousarray(value))
+        save_file(tensors, str(directory / "model.safetensors"))
+
+    def _load_weights(self, directory: Path) -> None:
+        path = Path(directory) / "model.safetensors"
+        n_labels = len(self.label_names_)
+        try:
+            tensors = load_file(str(path))
+            self.pixel_mean_ = tensors["pixel_mean"].numpy().astype(np.float32)
+            self.label_mean_ = tensors["label_mean"].numpy().astype(np.float64)
+            self.label_std_ = tensors["label_std"].numpy().astype(np.float64)
+            self.label_range_ = tensors["label_range"].numpy().astype(np.float64)
+            self.reference_std_ = tensors["reference_std"].numpy().astype(np.float64)
+            if "continuum_mask" in tensors:
+                self.continuum_mask_ = tensors["continuum_mask"].numpy().astype(bool)
+            shapes_ok = (self.label_mean_.shape == self.label_std_.shape == self.reference_std_.shape == (n_labels,)
+                         and self.label_range_.shape == (n_labels, 2))
+            if not shapes_ok:
+                raise ValueError(f"label arrays do not match the {n_labels} labels of config.json")
+            state = {k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")}
+            windows = state.get("windows")
+            network = self._build_network(self.label_names_, self.pixel_mean_.size,
+                                          None if windows is None else windows.numpy())
+            network.load_state_dict(state, strict=True)
+        except (OSError, SafetensorError, KeyError, ValueError, RuntimeError, LabelError) as exc:
+            raise ModelFileError(f"{path}: unreadable or inconsistent BCNN weights ({exc})") from exc
+        self.network_ = network.to(self._torch_device()).eval()
+
+
+@register_model("bcnn-censored")
+class CensoredBCNN(BCNN):
+    """Censored Bayesian CNN (astroNN ``ApogeeBCNNCensored``): elements only from their windows.
+
+    TEFF, LOGG and FE_H come from the full spectrum (at least one of them is required);
+    every other label needs an element window (``MG_H``, ``MG_FE`` → Mg, ``TIII_H`` → TiII)
+    and gets its own branch. Labels may come in any order and any subset.
+
+    Parameters
+    ----------
+    windows : None, str, mapping or ElementWindows
+        Element windows, used as binary masks. None: built from the project's line list
+        (:func:`labelexplorer.preprocess.windows.windows_from_linelist`). A path: a folder
+        of official ASPCAP ``<El>.filt`` files or astroNN's ``aspcap_l31c_masks.npy``
+        bitmask. A mapping: element → boolean mask over the 7514 grid or ``[[start, end],
+        ...]`` wavelength intervals (vacuum Å). The windows are saved with the model.
+        ``get_params`` reports in-memory windows as wavelength intervals (JSON-friendly).
+    latent_size : int
+        Units of the latent link from the 64-unit layer to the element branches.
+    max_norm : float
+        Max-norm bound on the latent link's weights.
+    **others
+        As :class:`BCNN`.
+
+    Examples
+    --------
+    >>> model = CensoredBCNN(windows={"Mg": [[15740.0, 15750.0]]}, epochs=2, progress=False)
+    >>> model.get_params()["windows"]
+    {'Mg': [[15740.0, 15750.0]]}
+    """
+
+    def __init__(self, windows=None, latent_size: int = 2, max_norm: float = 0.5, epochs: int = 60,
+                 batch_size: int = 64, learning_rate: float = 5e-4, validation_fraction: float = 0.1,
+                 early_stopping_patience: int = 4, dropout: float = 0.3, l2: float = 5e-9, mc_passes: int = 100,
+                 sensitivity_passes: int = 16, continuum_pixels: str | None = None, outside_std_factor: float = 3.0,
+                 low_snr: float = 30.0, random_state: int = 0, device: str = "auto", precision: str = "auto",
+                 mc_batch_size: int | None = None, checkpoint_dir: str | None = None, progress: bool = True):
+        super().__init__(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         validation_fraction=validation_fraction, early_stopping_patience=early_stopping_patience,
+                         dropout=dropout, l2=l2, mc_passes=mc_passes, sensitivity_passes=sensitivity_passes,
+                         continuum_pixels=continuum_pixels, outside_std_factor=outside_std_factor, low_snr=low_snr,
+                         random_state=random_state, device=device, precision=precision, mc_batch_size=mc_batch_size,
+                         checkpoint_dir=checkpoint_dir, progress=progress)
+        self.windows = windows
+        self.latent_size = latent_size
+        self.max_norm = max_norm
+
+    def get_params(self) -> dict:
+        params = super().get_params()
+        windows = params["windows"]
+        if windows is not None and not isinstance(windows, (str, os.PathLike)):
+            params["windows"] = _windows_as_intervals(windows)
+        elif isinstance(windows, os.PathLike):
+            params["windows"] = os.fspath(windows)
+        return params
+
+    def _split_labels(self, names: list[str]) -> tuple[list[int], list[int]]:
+        trunk = [j for j, name in enumerate(names) if name in TRUNK_LABELS]
+        if not trunk:
+            raise LabelError(f"bcnn-censored needs TEFF, LOGG and FE_H (at least one of them) for its full-spectrum "
+                             f"branch, which feeds the element branches; got {list(names)}")
+        return trunk, [j for j, name in enumerate(names) if name not in TRUNK_LABELS]
+
+    def _layout(self, names, spectra):
+        trunk, branches = self._split_labels(names)
+        missing = [name for name in TRUNK_LABELS if name not in names]
+        if missing:
+            warnings.warn(f"bcnn-censored: {', '.join(missing)} not among the labels; the element branches will "
+                          f"see only {[names[j] for j in trunk]} from the full-spectrum branch", UserWarning,
+                          stacklevel=4)
+        if not branches:
+            return np.zeros((0, N_PIXELS), dtype=bool)
+        windows = _resolve_windows(self.windows, spectra.wavelength if spectra.shared_grid else None)
+        masks = []
+        for j in branches:
+            name = names[j]
+            if name not in windows:
+                raise LabelError(f"label {name!r}: bcnn-censored predicts it from its element's window, but "
+                                 f"{windows.source} has none (elements: {', '.join(windows.elements)}); predict it "
+                                 "with model 'bcnn' instead, or pass windows=")
+            mask = windows.mask(name)
+            if not mask.any():
+                raise LabelError(f"label {name!r}: the window of its element in {windows.source} is empty")
+            masks.append(mask)
+        return np.array(masks)
+
+    def _build_network(self, names, n_pixels, windows=None):
+        trunk, branches = self._split_labels(names)
+        windows = np.zeros((0, n_pixels), dtype=bool) if windows is None else np.asarray(windows, dtype=bool)
+        if windows.shape != (len(branches), n_pixels):
+            raise ValueError(f"windows have shape {windows.shape}, expected {(len(branches), n_pixels)}")
+        hidden = [_element_hidden(names[j].split("_")[0]) for j in branches]
+        return CensoredBCNNNetwork(n_pixels, trunk, branches, torch.as_tensor(windows), hidden, self.dropout,
+                                   self.latent_size, self.max_norm)
+
+    @property
+    def windows_(self) -> dict[str, np.ndarray]:
+        """The binary window of every element branch, by label name (empty before fitting)."""
+        if not self.is_fitted:
+            return {}
+        _, branches = self._split_labels(self.label_names_)
+        masks = self.network_.windows.cpu().numpy()
+        return {self.label_names_[j]: masks[i] for i, j in enumerate(branches)}
+
+
+# ============================================================================ windows
+def _resolve_windows(source, wavelength: np.ndarray | None):
+    """Element windows on the 7514 grid from whatever the user gave (see CensoredBCNN)."""
+    from ..preprocess.windows import ElementWindows
+
+    if source is None:
+        windows = _linelist_windows(wavelength)
+    elif isinstance(source, ElementWindows):
+        windows = source
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            windows = ElementWindows.from_filt_dir(path)
+        elif path.suffix == ".npy":
+            windows = ElementWindows.from_bitmask(path)
+        else:
+            raise FileFormatError(f"windows: {path} is neither a folder of <element>.filt files nor an astroNN "
+                                  "window bitmask (.npy)")
+    elif isinstance(source, Mapping):
+        windows = ElementWindows({element: _window_mask(element, value) for element, value in source.items()},
+                                 source="windows argument")
+    else:
+        raise FileFormatError(f"windows: expected None, a path, a mapping or ElementWindows, got "
+                              f"{type(source).__name__}")
+    return windows if windows.n_pixels == N_PIXELS else windows.on_grid(N_PIXELS)
+
+
+def _linelist_windows(wavelength):
+    """Windows from the project's line list (molecular CO/CN/OH lines count for C, N, O)."""
+    from ..preprocess.windows import MOLECULE_ELEMENTS, windows_from_linelist
+
+    try:
+        from ..preprocess.linelist import load_linelist
+    except ImportError as exc:  # pragma: no cover - the line list ships with the package
+        raise FileFormatError("windows: the project's line list is not available; pass windows= (a folder of "
+                              ".filt files or astroNN's window bitmask)") from exc
+    grid = gap_removed_wavelength() if wavelength is None or len(wavelength) != N_PIXELS else wavelength
+    return windows_from_linelist(load_linelist(), grid, group=MOLECULE_ELEMENTS)
+
+
+def _window_mask(element: str, value) -> np.ndarray:
+    """A boolean mask over the 7514 grid from a mask or from [[start, end], ...] intervals (Å)."""
+    array = np.asarray(value)
+    if array.ndim == 1 and array.size == N_PIXELS:
+        return array.astype(bool)
+    if array.ndim == 2 and array.shape[1] == 2:
+        wavelength = gap_removed_wavelength()
+        inside = np.zeros(N_PIXELS, dtype=bool)
+        for start, end in array.astype(float):
+            inside |= (wavelength >= start) & (wavelength <= end)
+        return inside
+    raise ShapeError(f"windows[{element!r}]: expected a boolean mask of {N_PIXELS} pixels or [[start, end], ...] "
+                     f"wavelength intervals, got shape {array.shape}")
+
+
+def _windows_as_intervals(windows) -> dict[str, list]:
+    """JSON-friendly ``{element: [[start, end], ...]}`` (vacuum Å) of in-memory windows."""
+    from ..preprocess.windows import ElementWindows
+
+    if isinstance(windows, ElementWindows):
+        on_grid = windows.on_grid(N_PIXELS)
+        windows = {element: on_grid.mask(element) for element in on_grid.elements}
+    out = {}
+    for element, value in windows.items():
+        array = np.asarray(value)
+        if array.ndim == 2:  # already intervals
+            out[element] = array.astype(float).tolist()
+            continue
+        single = ElementWindows({element: _window_mask(element, array)}, source="windows")
+        out[element] = np.round(single.as_intervals(element), 3).tolist()
+    return out
