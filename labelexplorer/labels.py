@@ -85,7 +85,8 @@ def canonical_label(name: str) -> str:
         key = f"{bracket.group(1)}_{bracket.group(2)}".upper()
     else:
         key = re.sub(r"[\s\-]+", "_", raw).upper()
-        key = _ALIASES.get(key, _ALIASES.get(key.replace("_", ""), key))
+        if key not in known_labels():  # "O_H" is [O/H]; only unknown spellings go through the aliases
+            key = _ALIASES.get(key, _ALIASES.get(key.replace("_", ""), key))
     if key in _ELEMENT_BY_UPPER:
         key = f"{key}_H"
     if key == "FE_FE":

@@ -7,8 +7,10 @@ information and is masked; NaN throughout means the source gave no errors at all
 automatically; wavelengths are vacuum Angstrom, either one shared grid ``(n_pixels,)``
 or one grid per spectrum ``(n_spectra, n_pixels)`` (low-resolution surveys whose files
 each carry their own grid). Per-spectrum columns (SNR, photometry, labels read from the
-file...) live in ``info``, a dict of length-``n_spectra`` arrays that follow every
-selection. Transforms return new objects and append a record to ``meta["history"]``.
+file...) live in ``info``, a dict of arrays whose first axis is ``n_spectra``, so they
+follow every selection and concatenation; per-pixel companions such as a survey's raw
+pixel bitmask or a pipeline's best-fit model are kept there too, shaped like ``flux``
+(on the grid the file was read on). Transforms return new objects and append a record to ``meta["history"]``.
 """
 
 from __future__ import annotations

@@ -401,8 +401,9 @@ def read_apstar(hdul, name: str, *, rows: str = "combined", bad_bits: Iterable[i
         sentinel (error set to inf) are masked besides *bad_bits*. ``info``: ``snr``
         (header SNR, SNRVIS<k> for visits), VISIT (0 for combinations), ROW, NVISITS,
         STARFLAG, VHELIO, APOGEE_ID, RA, DEC, TELESCOPE, FIELD, J, H, K, ``file``,
-        ``release``. ``meta``: survey, release, source, rows, bad_bits, flux_unit, header
-        (primary-header keywords) and ``pixel_bitmask`` (the int bitmask rows, like flux).
+        ``release`` and ``pixel_bitmask`` (the int bitmask rows, shape like flux, so it
+        follows selections). ``meta``: survey, release, source, rows, bad_bits, flux_unit,
+        header (primary-header keywords).
 
     Raises
     ------
@@ -450,7 +451,8 @@ def read_apstar(hdul, name: str, *, rows: str = "combined", bad_bits: Iterable[i
     info = _star_info(header, name, release, len(picks)) | _apstar_row_info(header, picks, nvisits)
     meta = dict(survey="APOGEE", format="apstar", release=release, source=name, rows=rows,
                 bad_bits=_bad_bit_list(bad_bits), flux_unit=_header_text(hdul[1].header, "BUNIT"),
-                header=header, pixel_bitmask=bitmask)
+                header=header)
+    info["pixel_bitmask"] = bitmask
     mask = _named(name, _bad_pixels, flux, error, bitmask, meta["bad_bits"])
     return _named(name, Spectra, flux, wavelength, error=_clean_error(error), mask=mask, ids=ids, info=info,
                   meta=meta, allow_empty=allow_empty)
@@ -575,8 +577,8 @@ def read_aspcapstar(hdul, name: str, *, what: str = "spectrum", allow_empty: boo
         zero errors are masked. ``info``: TEFF, LOGG, M_H, C_M, N_M, ALPHA_M (+ ``_ERR``
         from PARAM_COV) from the calibrated PARAM array, ``<X>_H``/``<X>_H_ERR`` from the
         per-element arrays where the release's element order is known, ASPCAPFLAG, ``snr``,
-        APOGEE_ID, RA, DEC, NVISITS, ``file``, ``release``; -9999 is NaN. ``meta``: survey,
-        release, source, what, ``model_flux`` (the model, shape like flux), header.
+        APOGEE_ID, RA, DEC, NVISITS, ``file``, ``release``, ``model_flux`` (the best-fit
+        model, shape like flux); -9999 is NaN. ``meta``: survey, release, source, what, header.
 
     Raises
     ------
@@ -603,7 +605,7 @@ def read_aspcapstar(hdul, name: str, *, what: str = "spectrum", allow_empty: boo
     >>> [round(float(spec.info[label][0]), 2) for label in ("TEFF", "LOGG", "M_H", "ALPHA_M")]
     [4800.0, 2.5, -0.3, 0.1]
     >>> model = le.read(hdul, what="model")
-    >>> round(float(model.flux[0, 0]), 2), model.has_errors, spec.meta["model_flux"].shape
+    >>> round(float(model.flux[0, 0]), 2), model.has_errors, spec.info["model_flux"].shape
     (0.98, False, (1, 8575))
     """
     if what not in ("spectrum", "model"):
@@ -629,7 +631,8 @@ def read_aspcapstar(hdul, name: str, *, what: str = "spectrum", allow_empty: boo
     info |= {"ASPCAPFLAG": np.asarray(table.get("ASPCAPFLAG", [-1]), dtype=np.int64),
              "NVISITS": np.array([_header_int(header, "NVISITS")]), "snr": np.array([_header_float(header, "SNR")])}
     meta = dict(survey="APOGEE", format="aspcapstar", release=release, source=name, what=what,
-                header=header, elements=element_note, model_flux=model)
+                header=header, elements=element_note)
+    info["model_flux"] = model
     if what == "model":
         return _named(name, Spectra, model, wavelength, mask=_bad_pixels(model, None), ids=info["APOGEE_ID"],
                       info=info, meta=meta, allow_empty=allow_empty)
@@ -665,8 +668,8 @@ def read_apvisit(hdul, name: str, *, bad_bits: Iterable[int | str] = DEFAULT_BAD
     Spectra
         One spectrum, id ``<APOGEE_ID>/<plate>-<mjd>-<fiber>``. ``info``: ``snr``,
         APOGEE_ID, PLATE, MJD, FIBERID, VHELIO, STARFLAG, RA, DEC, TELESCOPE, FIELD, J, H, K,
-        ``file``, ``release``. ``meta``: survey, release, source, flux_unit, header and
-        ``pixel_bitmask`` (sorted like flux).
+        ``file``, ``release``, ``pixel_bitmask`` (sorted like flux). ``meta``: survey,
+        release, source, flux_unit, header.
 
     Raises
     ------
@@ -720,8 +723,8 @@ def read_apvisit(hdul, name: str, *, bad_bits: Iterable[int | str] = DEFAULT_BAD
     apogee_id = info["APOGEE_ID"][0]
     spectrum_id = f"{apogee_id}/{visit['PLATE']}-{visit['MJD']}-{visit['FIBERID']}" if visit["PLATE"] else apogee_id
     meta = dict(survey="APOGEE", format="apvisit", release=release, source=name, bad_bits=_bad_bit_list(bad_bits),
-                flux_unit=_header_text(hdul[1].header, "BUNIT"), header=header,
-                pixel_bitmask=bitmask)
+                flux_unit=_header_text(hdul[1].header, "BUNIT"), header=header)
+    info["pixel_bitmask"] = bitmask
     mask = _named(name, _bad_pixels, flux, error, bitmask, meta["bad_bits"])
     return _named(name, Spectra, flux, wavelength, error=_clean_error(error), mask=mask, ids=[spectrum_id],
                   info=info, meta=meta, allow_empty=allow_empty)

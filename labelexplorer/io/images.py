@@ -65,7 +65,8 @@ def is_image_source(path) -> bool:
         return path.is_file()
     if path.suffix.lower() == ".csv" and path.is_file():
         sibling = path.with_suffix("")
-        return sibling.is_dir() or any(c in _FILE_COLUMNS for c in _csv_columns(path))
+        return (sibling.is_dir() and any(_is_image(p) for p in sibling.iterdir())) or any(
+            c in _FILE_COLUMNS for c in _csv_columns(path))
     return False
 
 
@@ -116,7 +117,8 @@ def _read_catalog(catalog, source: str):
                               "loses digits of 19-digit SDSS objIDs; expected integer objIDs")
     duplicated = table[column][table[column].duplicated()]
     if len(duplicated):
-        raise FileFormatError(f"{source}: objID {duplicated.iloc[0]!r} appears more than once; expected one row per image")
+        raise FileFormatError(f"{source}: objID {duplicated.iloc[0]!r} appears more than once; "
+                              "expected one row per image")
     return table, column
 
 
@@ -155,7 +157,7 @@ def _rebin(image, size: int | None) -> np.ndarray:
     height, width = pixels.shape[:2]
     if size is not None and (height, width) != (size, size):
         if height % size == 0 and width % size == 0:
-            pixels = pixels.reshape(size, height // size, size, width // size, 3).mean(axis=(1, 3))
+            pixels = pixels.reshape(size, height // size, size, width // size, 3).mean(axis=(1, 3), dtype=np.float64)
         else:  # not an integer factor: PIL's box filter is the area average over fractional pixels
             pixels = np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
     return pixels.transpose(2, 0, 1)

@@ -241,7 +241,7 @@ def _info(header, name: str, release: str) -> dict:
 
 # ---------------------------------------------------------------------------- reader
 @register_reader("lamost", kind="spectra", detect=is_lamost,
-                 description="LAMOST low-resolution spectrum (DR1 primary array, DR2-8 primary array, DR9+ COADD table)")
+                 description="LAMOST low-resolution spectrum (DR1/DR2-8 primary array, DR9+ COADD table)")
 def read_lamost(hdul, name: str, *, mask_bits: int | None = None, frame: bool = True) -> Spectra:
     """Read one LAMOST low-resolution spectrum file into a :class:`~labelexplorer.spectra.Spectra`.
 
@@ -256,7 +256,8 @@ def read_lamost(hdul, name: str, *, mask_bits: int | None = None, frame: bool = 
         The file name, for messages and ``meta["source"]``.
     mask_bits : int, optional
         ANDMASK bits that mark a pixel bad; default every bit (BADCCD, BADPROFILE,
-        NOSKY, BRIGHTSKY, BADCENTER, NODATA). Pixels with inverse variance 0 are always bad.
+        NOSKY, BRIGHTSKY, BADCENTER, NODATA). Pixels with inverse variance 0, and pixels
+        with flux exactly 0 (how the pipeline pads the red end), are always bad.
     frame : bool
         Place the spectrum on the shared 3909-pixel LAMOST frame (default) so that files
         of different releases stack onto one grid; False keeps the file's own pixels.
@@ -300,7 +301,8 @@ def read_lamost(hdul, name: str, *, mask_bits: int | None = None, frame: bool = 
     if ivar.size != n_pixels:
         raise FileFormatError(f"{name}: flux has {n_pixels} pixels but inverse variance has {ivar.size}; "
                               "expected equal lengths")
-    bad = ~np.isfinite(ivar) | (ivar <= 0)
+    # the pipeline pads the red end with flux exactly 0 but a non-zero ivar (DR5-DR13 files): no data
+    bad = ~np.isfinite(ivar) | (ivar <= 0) | (flux == 0)
     if parts["andmask"] is not None:
         andmask = np.nan_to_num(np.asarray(parts["andmask"], dtype=np.float64)).astype(np.int64)
         bad |= (andmask & (mask_bits if mask_bits is not None else ~0)) != 0

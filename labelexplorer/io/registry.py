@@ -170,22 +170,38 @@ def detect_format(source) -> str:
     FileFormatError
         If no reader recognises it; the message lists the known formats.
     """
-    registered = readers()
     path_like = isinstance(source, (str, os.PathLike))
     if path_like:
-        for reader in registered.values():
-            if reader.opens == "path" and reader.detect(Path(source)):
-                return reader.name
+        path_reader = _path_reader(Path(source))
+        if path_reader is not None:
+            return path_reader.name
     with open_fits(source) as (hdul, name):
-        for reader in registered.values():
-            if reader.opens == "fits":
-                try:
-                    if reader.detect(hdul):
-                        return reader.name
-                except (KeyError, IndexError, ValueError, TypeError, AttributeError):
-                    continue
+        return _fits_reader(hdul, name, source).name
+
+
+def _path_reader(path: Path) -> Reader | None:
+    for reader in readers().values():
+        if reader.opens == "path" and reader.detect(path):
+            return reader
+    return None
+
+
+def _fits_reader(hdul, name: str, source) -> Reader:
+    """The FITS reader that recognises an opened *hdul*, or a FileFormatError."""
+    registered = readers()
+    for reader in registered.values():
+        if reader.opens == "fits":
+            try:
+                if reader.detect(hdul):
+                    return reader
+            except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+                continue
+    hint = ""
+    if isinstance(source, (str, os.PathLike)) and not str(source).endswith(".gz") \
+            and Path(source).stat().st_size % 2880:
+        hint = " The file size is not a multiple of 2880 bytes: it is probably truncated."
     raise FileFormatError(f"{name}: FITS layout not recognised; known formats: {', '.join(sorted(registered))}. "
-                          "Pass format=... to force one")
+                          f"Pass format=... to force one.{hint}")
 
 
 def read(source, format: str | None = None, **options):
@@ -218,20 +234,22 @@ def read(source, format: str | None = None, **options):
                                f"known: {', '.join(sorted(registered))}"
                                f"{did_you_mean(format, registered)}")
     path_like = isinstance(source, (str, os.PathLike))
+    if path_like and format is None:
+        path_reader = _path_reader(Path(source))
+        if path_reader is not None:
+            return path_reader.read(Path(source), str(source), **options)
     if path_like and Path(source).is_dir() and format is None:
-        for reader in registered.values():
-            if reader.opens == "path" and reader.detect(Path(source)):
-                return reader.read(Path(source), str(source), **options)
         files = sorted(p for p in Path(source).iterdir() if p.is_file() and not p.name.startswith("."))
         if not files:
             raise FileFormatError(f"{source}: empty folder")
         return read(files, **options)
-    reader = registered[format or detect_format(source)]
-    if reader.opens == "path":
+    reader = registered[format] if format else None
+    if reader is not None and reader.opens == "path":
         if not path_like:
             raise FileFormatError(f"{source_name(source)}: the {reader.name} reader needs a path")
         return reader.read(Path(source), str(source), **options)
-    with open_fits(source) as (hdul, name):
+    with open_fits(source) as (hdul, name):  # opened once: detection and reading share the HDUList
+        reader = reader or _fits_reader(hdul, name, source)
         return reader.read(hdul, name, **options)
 
 

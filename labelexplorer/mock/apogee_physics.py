@@ -84,7 +84,7 @@ _PIXEL_KMS = _C_KMS * np.log(10.0) * APOGEE_LOG_STEP  # 4.14 km/s per pixel
 _SIGMA_LSF_KMS = _C_KMS / APOGEE_RESOLUTION / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 _SIGMA_INTRINSIC_KMS = 1.5  # typical thermal + microturbulent core folded into the base profile
 _SIGMA_BASE_PX = np.hypot(_SIGMA_LSF_KMS, _SIGMA_INTRINSIC_KMS) / _PIXEL_KMS
-_LINE_TEMPERATURE = 0.9  # T of the line-forming layer / Teff
+_LINE_TEMPERATURE = 1.0
 _SURFACE_TEMPERATURE = 0.75  # T where an opaque line core forms / Teff
 _F_H_ZERO = 1.133e7  # 2MASS H zero point (Cohen et al. 2003) in apStar units of 1e-17 erg/s/cm²/Å
 _H_REFERENCE_WAVELENGTH = 16500.0
@@ -392,12 +392,6 @@ def _curve_of_growth_table() -> tuple[np.ndarray, np.ndarray]:
     return np.log10(x), np.log10(h)
 
 
-def _inverse_growth(target_log_h: np.ndarray) -> np.ndarray:
-    """x with log10 h(x) = target (h(x) ≈ x for weak lines)."""
-    log_x, log_h = _curve_of_growth_table()
-    return np.where(target_log_h < log_h[0], target_log_h, np.interp(target_log_h, log_h, log_x))
-
-
 def _growth(log_eta: np.ndarray) -> np.ndarray:
     log_x, log_h = _curve_of_growth_table()
     return np.where(log_eta < log_x[0], log_eta, np.interp(log_eta, log_x, log_h))
@@ -567,9 +561,10 @@ def _metal_amplitudes(stars: _Stars, photosphere: _Photosphere, model: _LineMode
     log_eta = (model.log_prefactor[None, :] + columns["log_number"][:, index] - theta * model.excitation[None, :]
                - columns["log_partition"][:, index] - np.log10(b_kms * 1e5)[:, index] - log_kappa + stimulated)
     log_eta = _apply_line_labels(stars, model, log_eta)
-    # equivalent width at intrinsic Doppler width, kept by a Gaussian of the base (instrumental) width
+    # the equivalent width of the intrinsic line, W = D Δλ_D √π h(η0), drawn as a Gaussian of the
+    # instrumental width: its peak opacity ratio is W / (D σ √(2π)) = Δλ_D h(η0) / (σ √2)
     doppler_ratio = b_kms / (np.sqrt(2.0) * _SIGMA_BASE_PX * _PIXEL_KMS)
-    cores = 10.0 ** _inverse_growth(np.log10(doppler_ratio)[:, index] + _growth(log_eta))
+    cores = doppler_ratio[:, index] * 10.0 ** _growth(log_eta)
     damping = columns["gamma"] * (16000e-8) / (4.0 * np.pi * b_kms * 1e5)
     wing_index = index[model.wing_rows]
     wing_scale = (damping / np.sqrt(np.pi) * (b_kms / (_WING_CORE_PX * _PIXEL_KMS)) ** 2)[:, wing_index]

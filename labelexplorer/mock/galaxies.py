@@ -7,8 +7,9 @@ Star-forming galaxies of an SDSS-like flux-limited sample (``r < 17.77``, ``0.02
 - stellar mass ``log_mstar`` from a normal distribution (mean 10.1, σ 0.55) truncated to
   8.5–11.5; bulge-to-total light ``bulge_fraction`` rising with mass (Beta distribution);
   a de Vaucouleurs-like bulge (Sérsic ``n ≈ 4``) and an exponential disk whose size
-  follows a mass–size relation (``log R_e/kpc = 0.45 + 0.22 (log M - 10)``, 0.17 dex
-  scatter); isotropic inclinations, a disk of intrinsic thickness 0.15;
+  follows a mass–size relation (``log R_e/kpc = 0.55 + 0.22 (log M - 10)``, 0.13 dex
+  scatter) and carries two spiral arms (bluer than the disk, weaker with more bulge);
+  isotropic inclinations, a disk of intrinsic thickness 0.15;
 - **metallicity** ``oh_p50 = 12 + log(O/H)``: the Tremonti et al. (2004) mass–metallicity
   relation ``Z = -1.492 + 1.847 log M - 0.08026 (log M)^2`` plus a *morphology term*
   (``oh_morph``, σ ≈ 0.06 dex) plus intrinsic scatter (0.08 dex), 0.10 dex in total.
@@ -17,7 +18,7 @@ Star-forming galaxies of an SDSS-like flux-limited sample (``r < 17.77``, ``0.02
   2019) suspected its CNN of reading:
 
   * compactness: disks smaller than the mass–size relation are more metal-rich
-    (``-0.25 × Δlog R_e``; Ellison et al. 2008);
+    (``-0.3 × Δlog R_e``; Ellison et al. 2008);
   * bulge prominence (light concentration): ``+0.25 × (B/T - <B/T | M>)``;
   * axis ratio: edge-on disks have lower fibre metallicities (``-0.06 × (0.5 - cos i)``,
     the aperture effect described by Tremonti et al. 2004 and paper 004);
@@ -71,11 +72,14 @@ _Z_MIN, _Z_MAX = 0.02, 0.30
 _H0, _OMEGA_M = 70.0, 0.3
 _SUN_ABS_R = 4.65  # AB absolute magnitude of the Sun in r
 _DISK_THICKNESS = 0.15
-_SKY_NOISE = np.array([0.0083, 0.0112, 0.0157])  # nanomaggies per 0.296" pixel in g, r, i (matched to the real cutouts)
+_SKY_NOISE = np.array([0.00093, 0.0013, 0.0022])  # nanomaggies per 0.296" pixel in g, r, i (matched to the real cutouts)
 _SKY_PEDESTAL = 0.5  # residual sky level in units of the noise (the real cutouts' background is not zero)
 _BAND_SCALE = np.array([1.0, 1.1, 1.3])  # i, r, g weights before the asinh stretch (R, G, B balance)
-_STRETCH, _Q = 2.2, 8.0  # Lupton et al. (2004) asinh parameters, tuned to the look of the real cutouts
+_STRETCH, _Q = 14.0, 11.0  # Lupton et al. (2004) asinh parameters, tuned to the look of the real cutouts
 _SEEING = 1.3  # arcsec FWHM, r band
+_RENDER_COLUMNS = ("r", "bulge_fraction", "bulge_re", "disk_re", "sersic_bulge", "axis_ratio", "bulge_axis_ratio",
+                   "position_angle", "g_r_bulge", "r_i_bulge", "g_r_disk", "r_i_disk", "colour_gradient",
+                   "spiral_amplitude", "spiral_pitch", "seeing")
 _CHUNK = 64
 
 
@@ -178,7 +182,8 @@ def galaxy_population(n: int, rng: np.random.Generator) -> pd.DataFrame:
         arcsec), ``re_kpc``, ``bulge_fraction`` (r-band B/T), ``sersic_bulge``,
         ``sersic_disk`` (= 1), ``bulge_re``/``disk_re`` (arcsec), ``bulge_axis_ratio``,
         component colours ``g_r_bulge``, ``r_i_bulge``, ``g_r_disk``, ``r_i_disk``,
-        ``colour_gradient`` (disk g-r change per scale length), ``seeing`` (arcsec),
+        ``colour_gradient`` (disk g-r change per scale length), ``spiral_amplitude`` and
+        ``spiral_pitch`` (deg) of the two arms, ``seeing`` (arcsec),
         ``oh_mzr`` (Tremonti relation) and ``oh_morph`` (the morphology term).
 
     Examples
@@ -196,13 +201,13 @@ def galaxy_population(n: int, rng: np.random.Generator) -> pd.DataFrame:
     log_mstar = ndtri(rng.uniform(ndtr((8.5 - 10.1) / 0.55), ndtr((11.5 - 10.1) / 0.55), n)) * 0.55 + 10.1
     mean_bt = _mean_bulge_fraction(log_mstar)
     bulge_fraction = rng.beta(6.0 * mean_bt, 6.0 * (1.0 - mean_bt))
-    size_offset = rng.normal(0.0, 0.17, n)
-    disk_kpc = 10.0 ** (0.45 + 0.22 * (log_mstar - 10.0) + size_offset)
+    size_offset = rng.normal(0.0, 0.13, n)
+    disk_kpc = 10.0 ** (0.55 + 0.22 * (log_mstar - 10.0) + size_offset)
     bulge_kpc = np.maximum(0.22 * disk_kpc * 10.0 ** rng.normal(0.0, 0.1, n), 0.3)
     cos_i = rng.uniform(0.0, 1.0, n)
     axis_ratio = np.sqrt(cos_i ** 2 + _DISK_THICKNESS ** 2 * (1.0 - cos_i ** 2))
     oh_mzr = tremonti_mzr(log_mstar)
-    oh_morph = -0.25 * size_offset + 0.25 * (bulge_fraction - mean_bt) - 0.06 * (0.5 - cos_i)
+    oh_morph = -0.3 * size_offset + 0.25 * (bulge_fraction - mean_bt) - 0.06 * (0.5 - cos_i)
     intrinsic = rng.normal(0.0, 0.08, n)
     oh_p50 = np.clip(oh_mzr + oh_morph + intrinsic, 7.8, 9.4)
     # colours: red bulges; disks bluer at low mass, reddened by dust when inclined
@@ -230,6 +235,8 @@ def galaxy_population(n: int, rng: np.random.Generator) -> pd.DataFrame:
         "sersic_bulge": sersic_bulge, "sersic_disk": np.ones(n), "bulge_re": bulge_re, "disk_re": disk_re,
         "bulge_axis_ratio": rng.uniform(0.75, 1.0, n), "g_r_bulge": g_r_bulge, "r_i_bulge": r_i_bulge,
         "g_r_disk": g_r_disk, "r_i_disk": r_i_disk, "colour_gradient": colour_gradient,
+        "spiral_amplitude": rng.uniform(0.0, 0.6, n) * (1.0 - bulge_fraction) * expit((log_mstar - 9.3) / 0.3),
+        "spiral_pitch": rng.uniform(12.0, 30.0, n),
         "seeing": np.clip(rng.normal(_SEEING, 0.15, n), 0.9, 1.9), "oh_mzr": oh_mzr, "oh_morph": oh_morph,
     })
 
@@ -249,13 +256,17 @@ def _redshifts(absolute_r, rng):
 
 # ---------------------------------------------------------------------------- images
 def _sersic_image(x, y, half_light, n, axis_ratio, angle):
-    """(batch, size, size) Sérsic surface brightness (peak-normalised), elliptical, rotated."""
+    """(batch, size, size) Sérsic surface brightness (peak-normalised), elliptical, rotated.
+
+    Also returns the elliptical radius and the azimuth in the galaxy's own (deprojected) plane.
+    """
     cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
     major = x * cos + y * sin
     minor = (-x * sin + y * cos) / axis_ratio[:, None, None]
     radius = np.sqrt(major ** 2 + minor ** 2 + 0.09)  # 0.3 px softening keeps cusps finite
     scaled = radius / half_light[:, None, None]
-    return np.exp(-_sersic_b(n)[:, None, None] * (scaled ** (1.0 / n[:, None, None]) - 1.0)), radius
+    profile = np.exp(-_sersic_b(n)[:, None, None] * (scaled ** (1.0 / n[:, None, None]) - 1.0))
+    return profile, radius, np.arctan2(minor, major)
 
 
 def _normalise(image, half_light, n, half_size):
@@ -267,89 +278,90 @@ def _normalise(image, half_light, n, half_size):
 
 def _blur(images, sigma_pixels):
     """Gaussian seeing: multiply by the Gaussian's transfer function in Fourier space."""
+    from scipy import fft
+
     size = images.shape[-1]
-    frequency = np.fft.fftfreq(size)
-    half = np.fft.rfftfreq(size)
-    radius2 = frequency[:, None] ** 2 + half[None, :] ** 2
-    transfer = np.exp(-2.0 * math.pi ** 2 * sigma_pixels[..., None, None] ** 2 * radius2)
-    return np.fft.irfft2(np.fft.rfft2(images) * transfer, s=(size, size)).astype(np.float32)
+    radius2 = (np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2).astype(np.float32)
+    transfer = np.exp(np.float32(-2.0 * math.pi ** 2) * sigma_pixels.astype(np.float32)[..., None, None] ** 2 * radius2)
+    return fft.irfft2(fft.rfft2(images, workers=-1) * transfer, s=(size, size), workers=-1)
 
 
 def _galaxy_light(table: pd.DataFrame, size: int, scale: float, rng) -> np.ndarray:
     """(batch, 3, size, size) fluxes in nanomaggies per pixel in g, r, i (before seeing and noise)."""
     n = len(table)
-    half = size / 2.0
-    offset = rng.normal(0.0, 0.4, (2, n))
-    coordinate = np.arange(size) - half + 0.5
+    column = {name: table[name].to_numpy(dtype=np.float32) for name in _RENDER_COLUMNS}
+    offset = rng.normal(0.0, 0.4, (2, n)).astype(np.float32)
+    coordinate = (np.arange(size) - size / 2.0 + 0.5).astype(np.float32)
     x = coordinate[None, None, :] - offset[0][:, None, None]
     y = coordinate[None, :, None] - offset[1][:, None, None]
-    angle = np.radians(table["position_angle"].to_numpy())
-    bulge_re = np.maximum(table["bulge_re"].to_numpy() / scale, 0.3)
-    disk_re = np.maximum(table["disk_re"].to_numpy() / scale, 0.3)
-    bulge_n = table["sersic_bulge"].to_numpy()
-    bulge, _ = _sersic_image(x, y, bulge_re, bulge_n, table["bulge_axis_ratio"].to_numpy(), angle)
-    disk, radius = _sersic_image(x, y, disk_re, np.ones(n), table["axis_ratio"].to_numpy(), angle)
-    bulge = _normalise(bulge, bulge_re, bulge_n, half)
-    disk = _normalise(disk, disk_re, np.ones(n), half)
+    angle = np.radians(column["position_angle"])
+    bulge_re = np.maximum(column["bulge_re"] / np.float32(scale), np.float32(0.3))
+    disk_re = np.maximum(column["disk_re"] / np.float32(scale), np.float32(0.3))
+    one = np.ones(n, np.float32)
+    bulge, _, _ = _sersic_image(x, y, bulge_re, column["sersic_bulge"], column["bulge_axis_ratio"], angle)
+    disk, radius, azimuth = _sersic_image(x, y, disk_re, one, column["axis_ratio"], angle)
+    bulge = _normalise(bulge, bulge_re, column["sersic_bulge"], size / 2.0)
+    disk = _normalise(disk, disk_re, one, size / 2.0)
+    scale_length = (disk_re / np.float32(_sersic_b(1.0)))[:, None, None]
+    # two logarithmic spiral arms, absent in the centre; cos averages out, so the disk keeps its flux
+    pitch = np.radians(column["spiral_pitch"])[:, None, None]
+    arms = (np.cos(2.0 * (azimuth - np.log(radius / scale_length) / np.tan(pitch)))
+            * column["spiral_amplitude"][:, None, None] * -np.expm1(-(radius / scale_length) ** 2))
     # disk colour gradient about the light-weighted mean radius (2 scale lengths): integrated colour kept
-    scale_length = disk_re / _sersic_b(1.0)
-    shift = np.clip(table["colour_gradient"].to_numpy()[:, None, None] * (radius / scale_length[:, None, None] - 2.0),
-                    -0.4, 0.4)
-    flux_r = 10.0 ** (-0.4 * (table["r"].to_numpy() - 22.5))
-    bt = table["bulge_fraction"].to_numpy()
+    gradient = np.clip(column["colour_gradient"][:, None, None] * (radius / scale_length - 2.0), -0.4, 0.4)
+    redder = np.exp(np.float32(-0.4 * math.log(10.0)) * gradient)  # g-band factor; i gets its inverse square root
+    flux_r = 10.0 ** (-0.4 * (column["r"] - 22.5))
     light = np.empty((n, 3, size, size), np.float32)
-    for band, (bulge_colour, disk_colour, sign, weight) in enumerate((
-            ("g_r_bulge", "g_r_disk", 1.0, 1.0), (None, None, 0.0, 0.0), ("r_i_bulge", "r_i_disk", -1.0, 0.5))):
-        if bulge_colour is None:
-            bulge_term, disk_term = bulge, disk
-        else:
-            bulge_term = bulge * 10.0 ** (-0.4 * sign * table[bulge_colour].to_numpy())[:, None, None]
-            disk_term = disk * 10.0 ** (-0.4 * sign * (table[disk_colour].to_numpy()[:, None, None] + weight * shift))
-        light[:, band] = flux_r[:, None, None] * (bt[:, None, None] * bulge_term + (1 - bt)[:, None, None] * disk_term)
+    # per band: (colour relative to r of bulge and disk, disk gradient factor, arm contrast); arms are blue
+    for band, (bulge_colour, disk_colour, gradient_factor, arm_contrast) in enumerate((
+            (column["g_r_bulge"], column["g_r_disk"], redder, 1.3),
+            (0.0, 0.0, 1.0, 1.0),
+            (-column["r_i_bulge"], -column["r_i_disk"], 1.0 / np.sqrt(redder), 0.8))):
+        bulge_flux = (flux_r * column["bulge_fraction"] * 10.0 ** (-0.4 * bulge_colour))[:, None, None]
+        disk_flux = (flux_r * (1.0 - column["bulge_fraction"]) * 10.0 ** (-0.4 * disk_colour))[:, None, None]
+        light[:, band] = bulge_flux * bulge + disk_flux * disk * gradient_factor * (1.0 + arm_contrast * arms)
     return light
 
 
 def _neighbours(n: int, size: int, scale: float, rng) -> np.ndarray:
-    """(batch, 3, size, size) unresolved stars and small background galaxies around the target."""
+    """(batch, 3, size, size) stars and small background galaxies around the target (before seeing)."""
     light = np.zeros((n, 3, size, size), np.float32)
-    count = rng.poisson(1.2, n)
-    rows = np.repeat(np.arange(n), count)
+    rows = np.repeat(np.arange(n), rng.poisson(0.9, n))
+    position = rng.uniform(0, size, (2, rows.size))
+    away = np.hypot(position[0] - size / 2, position[1] - size / 2) > 8.0 * PIXEL_SCALE / scale
+    rows, position = rows[away], position[:, away]
     m = rows.size
-    position = rng.uniform(0, size, (2, m))
-    far = np.hypot(position[0] - size / 2, position[1] - size / 2) > 12.0 / scale * PIXEL_SCALE
-    rows, position = rows[far], position[:, far]
-    m = rows.size
-    r = rng.uniform(16.5, 22.5, m)
+    r = 22.5 - rng.exponential(1.6, m)  # number counts rise toward faint magnitudes
     g_r = rng.uniform(0.2, 1.5, m)
     r_i = 0.4 * g_r + rng.normal(0.0, 0.05, m)
-    extended = rng.random(m) < 0.3
-    width = np.where(extended, rng.uniform(0.5, 2.0, m) / scale, 0.0)  # Gaussian blobs; stars are points
-    half = int(np.ceil(max(3.0 * width.max(initial=0.0), 1.0))) + 1
-    offsets = np.arange(-half, half + 1)
+    width = np.where(rng.random(m) < 0.3, rng.uniform(0.3, 0.8, m) * PIXEL_SCALE / scale, 0.4)  # px; stars: points
+    offsets = np.arange(-5, 6)
+    px = np.floor(position[0]).astype(int)[:, None] + offsets
+    py = np.floor(position[1]).astype(int)[:, None] + offsets
+    dx = px - position[0][:, None] + 0.5
+    dy = py - position[1][:, None] + 0.5
+    weight = np.exp(-0.5 * (dx[:, None, :] ** 2 + dy[:, :, None] ** 2) / width[:, None, None] ** 2)
+    weight /= weight.sum(axis=(1, 2), keepdims=True)
+    inside = (px[:, None, :] >= 0) & (px[:, None, :] < size) & (py[:, :, None] >= 0) & (py[:, :, None] < size)
+    index = np.broadcast_to(rows[:, None, None], weight.shape)[inside]
+    ys = np.broadcast_to(py[:, :, None], weight.shape)[inside]
+    xs = np.broadcast_to(px[:, None, :], weight.shape)[inside]
     for band, colour in enumerate((g_r, np.zeros(m), -r_i)):
         flux = 10.0 ** (-0.4 * (r + colour - 22.5))
-        px = np.floor(position[0]).astype(int)[:, None] + offsets
-        py = np.floor(position[1]).astype(int)[:, None] + offsets
-        dx = px - position[0][:, None] + 0.5
-        dy = py - position[1][:, None] + 0.5
-        sigma2 = np.maximum(width, 0.35)[:, None] ** 2
-        weight = np.exp(-0.5 * (dx[:, None, :] ** 2 + dy[:, :, None] ** 2) / sigma2[:, :, None])
-        weight /= weight.sum(axis=(1, 2), keepdims=True)
-        inside = (px[:, None, :] >= 0) & (px[:, None, :] < size) & (py[:, :, None] >= 0) & (py[:, :, None] < size)
-        index = np.broadcast_to(rows[:, None, None], weight.shape)
-        ys = np.broadcast_to(py[:, :, None], weight.shape)
-        xs = np.broadcast_to(px[:, None, :], weight.shape)
-        np.add.at(light[:, band], (index[inside], ys[inside], xs[inside]), (weight * flux[:, None, None])[inside])
+        np.add.at(light[:, band], (index, ys, xs), (weight * flux[:, None, None])[inside])
     return light
 
 
 def _sky_noise(n: int, size: int, scale: float, rng) -> np.ndarray:
-    """Sky noise per band, correlated over ~1 native SDSS pixel like a resampled frame."""
-    white = rng.standard_normal((n, 3, size, size)).astype(np.float32)
-    correlation = 0.5 * 0.396 / scale
-    smoothed = _blur(white, np.full((n, 3), correlation))
-    smoothed /= np.sqrt(1.0 / (4.0 * math.pi * correlation ** 2))  # unit variance again
-    return (smoothed + _SKY_PEDESTAL) * (_SKY_NOISE * PIXEL_SCALE / scale)[None, :, None, None]
+    """Sky noise per band, correlated between neighbouring pixels like a resampled SDSS frame."""
+    white = rng.standard_normal((n, 3, size + 1, size + 1), dtype=np.float32)
+    # 2 x 2 box average (what bilinear resampling of a coarser frame does), rescaled to unit variance
+    box = white[..., :-1, :-1] + white[..., 1:, :-1]
+    box += white[..., :-1, 1:]
+    box += white[..., 1:, 1:]
+    box *= np.float32(0.5)
+    box += np.float32(_SKY_PEDESTAL)
+    return box * (_SKY_NOISE * PIXEL_SCALE / scale).astype(np.float32)[None, :, None, None]
 
 
 def _lupton_rgb(light: np.ndarray) -> np.ndarray:
@@ -398,9 +410,7 @@ def render_images(population: pd.DataFrame, rng: np.random.Generator, size: int 
     """
     if not isinstance(size, (int, np.integer)) or size < 8:
         raise ShapeError(f"render_images: size must be an integer >= 8; got {size!r}")
-    required = ("r", "bulge_fraction", "bulge_re", "disk_re", "sersic_bulge", "axis_ratio", "bulge_axis_ratio",
-                "position_angle", "g_r_bulge", "r_i_bulge", "g_r_disk", "r_i_disk", "colour_gradient", "seeing")
-    missing = [c for c in required if c not in getattr(population, "columns", ())]
+    missing = [c for c in _RENDER_COLUMNS if c not in getattr(population, "columns", ())]
     if missing:
         raise ShapeError(f"render_images: population lacks columns {', '.join(missing)}; "
                          "expected a table from galaxy_population()")

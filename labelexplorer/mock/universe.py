@@ -160,7 +160,8 @@ def _simulate_apogee(stars: pd.DataFrame, seed: int) -> list[dict]:
 
     labels = physics_labels(stars)
     normalized = np.asarray(apogee_physics.normalized_flux(labels), dtype=np.float32)
-    continuum = np.asarray(apogee_physics.continuum_shape(labels, ak=stars["TRUE_AK"].to_numpy()), dtype=np.float32)
+    continuum = np.asarray(apogee_physics.continuum_shape({**labels, "H": stars["H"].to_numpy()},
+                                                          ak=stars["TRUE_AK"].to_numpy()), dtype=np.float32)
     on_chip = writers.chip_mask()
     out = []
     for row, star in enumerate(stars.itertuples(index=False)):
@@ -176,7 +177,7 @@ def _simulate_apogee(stars: pd.DataFrame, seed: int) -> list[dict]:
             aspcap_flux = np.where(usable, flux[0] / continuum[row], 0.0)
             aspcap_error = np.where(usable, error[0] / continuum[row], 0.0)
         extra = np.random.default_rng([seed, index, _FPARAM_STREAM]).normal(0.0, 1.0, 9)
-        out.append(dict(flux=flux, error=error, bitmask=bitmask,
+        out.append(dict(flux=flux, error=error, bitmask=bitmask, visit_snr=np.ravel(observed["visit_snr"]),
                         aspcap_flux=aspcap_flux.astype(np.float32), aspcap_error=aspcap_error.astype(np.float32),
                         model=np.where(on_chip, normalized[row], 0.0).astype(np.float32),
                         fparam_noise=extra * writers.fparam_scale(), visit_mjd=_visit_mjds(seed, index, nvisits)))
@@ -193,7 +194,7 @@ def _visit_mjds(seed: int, index: int, nvisits: int) -> np.ndarray:
 def _apogee_files(star: dict, spectra: dict) -> tuple[bytes, bytes]:
     """The bytes of one star's apStar and aspcapStar files."""
     apstar = writers.apstar_bytes(star, spectra["flux"], spectra["error"], spectra["bitmask"],
-                                  visit_mjd=spectra["visit_mjd"])
+                                  visit_snr=spectra["visit_snr"], visit_mjd=spectra["visit_mjd"])
     aspcap = writers.aspcapstar_bytes(star, spectra["aspcap_flux"], spectra["aspcap_error"], spectra["model"],
                                       fparam_noise=spectra["fparam_noise"])
     return apstar, aspcap
@@ -576,7 +577,9 @@ class Universe:
         if not path.is_file():
             raise LabelExplorerError(f"{path}: no LAMOST catalog (the universe has n_lamost="
                                      f"{self.config['n_lamost']}, or is incomplete)")
-        return Table.read(path).to_pandas()
+        table = Table.read(path)
+        table.convert_bytestring_to_unicode()
+        return table.to_pandas()
 
     def galaxy_catalog(self) -> pd.DataFrame:
         """The galaxy catalog (``train.csv``), objIDs kept as exact strings."""

@@ -422,9 +422,26 @@ class BCNN(LabelModel):
     def _build_network(self, names: list[str], n_pixels: int, windows: np.ndarray | None = None) -> nn.Module:
         return BCNNNetwork(n_pixels, len(names), self.dropout)
 
-    def _layout(self, names: list[str], spectra: Spectra | None) -> np.ndarray | None:
+    def _layout(self, names: list[str], wavelength: np.ndarray | None) -> np.ndarray | None:
         """Check the labels can be predicted; return the binary windows (None: no branches)."""
         return None
+
+    def network_for(self, label_names, wavelength: np.ndarray | None = None) -> nn.Module:
+        """The untrained network these hyperparameters build for *label_names*.
+
+        Useful to inspect the architecture before training, e.g. its parameter count.
+
+        Examples
+        --------
+        >>> from labelexplorer.models.nn import n_parameters
+        >>> n_parameters(BCNN().network_for(["TEFF", "LOGG"]))
+        1455962
+        """
+        names = [canonical_label(name) for name in label_names]
+        windows = self._layout(names, wavelength)
+        with forked_rng(torch.device("cpu")):
+            torch.manual_seed(self.random_state)
+            return self._build_network(names, N_PIXELS, windows)
 
     @property
     def n_parameters(self) -> int:
@@ -500,7 +517,7 @@ class BCNN(LabelModel):
     def _fit(self, spectra, values, names, errors):
         self.__dict__.pop("continuum_mask_", None)  # a refit derives or loads it afresh
         spectra = self._model_grid(spectra, labels=values, names=names)
-        windows = self._layout(names, spectra)
+        windows = self._layout(names, spectra.wavelength if spectra.shared_grid else None)
         label_mean, label_std, label_range = self._label_scaling(values, names)
         if errors is not None and np.any(errors[np.isfinite(errors)] < 0):
             raise LabelError("label_errors: uncertainties must be >= 0")
@@ -805,7 +822,7 @@ class CensoredBCNN(BCNN):
                              f"branch, which feeds the element branches; got {list(names)}")
         return trunk, [j for j, name in enumerate(names) if name not in TRUNK_LABELS]
 
-    def _layout(self, names, spectra):
+    def _layout(self, names, wavelength):
         trunk, branches = self._split_labels(names)
         missing = [name for name in TRUNK_LABELS if name not in names]
         if missing:
@@ -814,7 +831,7 @@ class CensoredBCNN(BCNN):
                           stacklevel=4)
         if not branches:
             return np.zeros((0, N_PIXELS), dtype=bool)
-        windows = _resolve_windows(self.windows, spectra.wavelength if spectra.shared_grid else None)
+        windows = _resolve_windows(self.windows, wavelength)
         masks = []
         for j in branches:
             name = names[j]

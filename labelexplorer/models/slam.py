@@ -14,7 +14,7 @@ Training (per pixel, in parallel over pixels with joblib, with a progress bar)
     a complete label vector (stars with a missing label are dropped, with a warning).
 Outlier rejection (paper §4.2)
     Training stars whose cross-validated labels deviate by more than ``outlier_sigma``
-    times the (robust, σ_MAD) scatter in any label are removed and the model refitted,
+    times the standard deviation of the residuals in any label are removed and the model refitted,
     keeping each pixel's (C, γ). The cross-validated labels come for free: the k fold
     models of the chosen (C, γ) of every pixel form k whole-spectrum models, each of
     which never saw its fold — so this is leave-1/k-out (the paper used leave-1/10-out;
@@ -431,8 +431,8 @@ class SLAM(LabelModel):
     n_folds : int
         Folds of the per-pixel cross-validation (also the leave-1/k-out of outlier rejection).
     outlier_sigma : float or None
-        Reject training stars whose CV labels deviate by more than this many σ_MAD in any
-        label, then refit (None: no rejection).
+        Reject training stars whose CV labels deviate by more than this many standard
+        deviations of the CV residuals in any label, then refit (None: no rejection).
     error_model_snr : sequence of float
         SNRs to which training spectra are degraded to fit σ(SNR) = a·exp(−b·SNR) + c
         (empty: predictive_std is the CV scatter at the training SNR).
@@ -551,7 +551,7 @@ class SLAM(LabelModel):
 
         first = self._training_set(spectra, values, rows)
         results = self._run_stage("train", first, settings)
-        self._adopt(first, results, values, names)
+        self._adopt(first, results)
         cv_theta = self._cross_validated(spectra, first, results)
         self.rejected_ids_ = []
         if self.outlier_sigma is not None:
@@ -560,7 +560,7 @@ class SLAM(LabelModel):
                 self.rejected_ids_ = spectra.ids[first.rows[outliers]].tolist()
                 second = self._training_set(spectra, values, first.rows[~outliers])
                 results = self._run_stage("refit", second, settings, fixed=(results["C"], results["gamma"]))
-                self._adopt(second, results, values, names)
+                self._adopt(second, results)
                 cv_theta = self._cross_validated(spectra, second, results)
                 first = second
         self._fit_error_model(spectra, first, results, cv_theta)
@@ -612,7 +612,7 @@ class SLAM(LabelModel):
                 bar.update(chunk["pixels"].size)
         return _assemble(chunks, n_pixels)
 
-    def _adopt(self, data: _TrainingSet, results: dict, values: np.ndarray, names) -> None:
+    def _adopt(self, data: _TrainingSet, results: dict) -> None:
         """Make *results* the model's learned state."""
         self.flux_mean_, self.flux_scale_ = data.flux_mean, data.flux_scale
         self.C_, self.gamma_ = results["C"], results["gamma"]
@@ -643,7 +643,7 @@ class SLAM(LabelModel):
         return LabelFitter(bank, self.flux_mean_, self.flux_scale_, variance, lower, upper, templates,
                            max_iter=self.max_iter)
 
-    def _cross_validated(self, spectra, data: _TrainingSet, results: dict, noise=None) -> np.ndarray:
+    def _cross_validated(self, spectra, data: _TrainingSet, results: dict) -> np.ndarray:
         """Standardised labels of every training star fitted by the fold model that never saw it."""
         theta = np.empty_like(data.x)
         for fold in range(int(self.n_folds)):
@@ -657,12 +657,11 @@ class SLAM(LabelModel):
         return theta
 
     def _outliers(self, cv_theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        from ..analysis.metrics import sigma_mad
-
+        """Stars whose CV label residual exceeds ``outlier_sigma`` standard deviations in any label (paper §4.2)."""
         residual = cv_theta - x
-        sigma = np.array([sigma_mad(residual[:, j]) for j in range(x.shape[1])])
+        sigma = residual.std(axis=0)
         sigma = np.where(sigma > 0, sigma, np.inf)
-        return np.any(np.abs(residual - np.median(residual, axis=0)) > float(self.outlier_sigma) * sigma, axis=1)
+        return np.any(np.abs(residual - residual.mean(axis=0)) > float(self.outlier_sigma) * sigma, axis=1)
 
     # ------------------------------------------------------------------ error model σ(SNR)
     def _fit_error_model(self, spectra, data: _TrainingSet, results: dict, cv_theta: np.ndarray) -> None:

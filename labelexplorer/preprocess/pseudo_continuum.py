@@ -166,7 +166,7 @@ def _fit_rows(basis, bins, flux, weight, good, error, options) -> np.ndarray:
 
 
 def fit_pseudo_continuum(spectra: Spectra, *, knot_spacing: float = 100.0, bin_width: float = 100.0,
-                         k_low: float = 1.5, k_high: float = 3.0, n_iter: int = 5,
+                         k_low: float = 1.5, k_high: float = 3.0, n_iter: int = 10,
                          smoothing: float = 1e-3) -> np.ndarray:
     """Fit the pseudo-continuum of every spectrum: a smooth spline through its upper envelope.
 
@@ -215,7 +215,7 @@ def fit_pseudo_continuum(spectra: Spectra, *, knot_spacing: float = 100.0, bin_w
     good = ~spectra.mask
     empty = np.flatnonzero(~good.any(axis=1))
     if empty.size:
-        raise SpectrumError(f"{spectra.meta.get('source', 'spectra')}: spectrum {spectra.ids[empty[0]]!r} has no "
+        raise SpectrumError(f"{spectra.meta.get('source', 'spectra')}: spectrum {str(spectra.ids[empty[0]])!r} has no "
                             f"good pixel ({empty.size} such spectra); expected some unmasked flux to fit a continuum")
     flux = spectra.flux.astype(np.float64)
     error = np.where(good, spectra.error, np.nan).astype(np.float64) if spectra.has_errors else None

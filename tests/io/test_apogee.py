@@ -93,8 +93,8 @@ def test_apstar_flux_grid_and_mask_match_the_file(real_data, filename):
     np.testing.assert_array_equal(spec.wavelength, apogee_wavelength())
     assert 15100 < spec.wavelength[0] < 15110 and 16990 < spec.wavelength[-1] < 17000
     np.testing.assert_array_equal(spec.flux, flux.astype(np.float32))
-    np.testing.assert_array_equal(spec.meta["pixel_bitmask"], bitmask)
-    assert spec.meta["pixel_bitmask"].shape == spec.flux.shape
+    np.testing.assert_array_equal(spec.info["pixel_bitmask"], bitmask)
+    assert spec.info["pixel_bitmask"].shape == spec.flux.shape
     gaps = (flux == 0) | (error >= 1e9)
     expected = gaps | bad_pixel_mask(bitmask, DEFAULT_BAD_BITS)
     np.testing.assert_array_equal(spec.mask, expected)
@@ -116,7 +116,7 @@ def test_apstar_bad_bits_option_changes_the_mask(real_data):
     default = le.read(path)
     only_badpix = le.read(path, bad_bits=["BADPIX"])
     assert only_badpix.mask.sum() < default.mask.sum()
-    bitmask = default.meta["pixel_bitmask"]
+    bitmask = default.info["pixel_bitmask"]
     assert np.all(only_badpix.mask[(bitmask & 1) != 0])
 
 
@@ -155,7 +155,7 @@ def test_aspcapstar_flux_is_normalised_and_model_is_kept(real_data, filename):
     assert spec.mask.sum() >= 8575 - 7514  # at least the chip gaps
     good = spec.flux[~spec.mask]
     assert 0.85 < np.median(good) < 1.05
-    np.testing.assert_array_equal(spec.meta["model_flux"], model.astype(np.float32))
+    np.testing.assert_array_equal(spec.info["model_flux"], model.astype(np.float32))
     fitted = le.read(path, what="model")
     np.testing.assert_array_equal(fitted.flux, model.astype(np.float32))
     np.testing.assert_array_equal(fitted.mask, model == 0)
@@ -194,7 +194,7 @@ def test_apvisit_chips_are_joined_in_increasing_wavelength(real_data, filename):
     assert spec.flux[0, 0] == np.float32(flux[2, -1])
     assert spec.info["snr"][0] == pytest.approx(header["SNR"])
     assert spec.ids[0].startswith(header["OBJID"].strip() + "/")
-    assert spec.meta["pixel_bitmask"].shape == spec.flux.shape
+    assert spec.info["pixel_bitmask"].shape == spec.flux.shape
     assert 0.9 < np.mean(~spec.mask) < 1.0  # a few percent of pixels flagged
 
 

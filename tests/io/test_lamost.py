@@ -20,7 +20,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWa
 
 # Names of the real files, listed at collection time with the real_data fixture's rule, to give
 # each file its own test id; the tests themselves reach the files through real_data.
-_LISTED = Path(os.environ.get("LABELEXPLORER_REAL_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
+_LISTED = Path(os.environ.get("LABELEXPLORER_REAL_DATA")
+               or Path(__file__).resolve().parents[2].parent / "shared" / "data")
 LAMOST_FILES = sorted(str(p.relative_to(_LISTED / "lamost")) for p in (_LISTED / "lamost").glob("*/*.fits*"))
 LAMOST_FILES = LAMOST_FILES or ["(no real data)"]
 DR1_FILE = "lamost_dr1/spec-55862-B6212_sp06-117.fits"  # 1134 pixels with ANDMASK bits set
@@ -54,11 +55,12 @@ def test_every_real_file_is_read_with_its_flux_mask_grid_and_header_values(real_
 
     assert spec.n_spectra == 1 and spec.n_pixels == LAMOST_FRAME_PIXELS and spec.shared_grid
     np.testing.assert_allclose(spec.wavelength, lamost_wavelength(), rtol=0)
-    np.testing.assert_allclose(np.log10(spec.wavelength[window]), header["COEFF0"] + header["COEFF1"] * np.arange(n_file),
-                               atol=1e-9)
-    # ivar 0 and ANDMASK bits are bad; frame pixels the file lacks are bad; everything else is kept
+    header_grid = header["COEFF0"] + header["COEFF1"] * np.arange(n_file)
+    np.testing.assert_allclose(np.log10(spec.wavelength[window]), header_grid, atol=1e-9)
+    # ivar 0, ANDMASK bits and the zero-flux padding at the red end are bad, and so are frame
+    # pixels the file lacks; everything else is kept
     expected_bad = np.ones(LAMOST_FRAME_PIXELS, dtype=bool)
-    expected_bad[window] = (raw["ivar"] <= 0) | (raw["andmask"] != 0)
+    expected_bad[window] = (raw["ivar"] <= 0) | (raw["andmask"] != 0) | (raw["flux"] == 0)
     np.testing.assert_array_equal(spec.mask[0], expected_bad)
     good = ~expected_bad
     np.testing.assert_allclose(spec.flux[0, good], raw["flux"][(good[window])], rtol=1e-6)
@@ -86,7 +88,8 @@ def test_dr1_wavelengths_come_from_the_header_not_the_subcontinuum_row(real_data
         third_row = hdul[0].data[2]
     spec = le.read(path, frame=False)
     assert spec.n_pixels == third_row.size == 3904
-    assert spec.wavelength[0] == pytest.approx(10 ** 3.5682) and spec.wavelength[-1] == pytest.approx(10 ** (3.5682 + 3903e-4))
+    assert spec.wavelength[0] == pytest.approx(10 ** 3.5682)
+    assert spec.wavelength[-1] == pytest.approx(10 ** (3.5682 + 3903e-4))
     assert np.median(third_row) == pytest.approx(1.0, abs=0.01)  # a normalised flux, not Angstroms
     assert spec.meta["grid"].startswith("native") and spec.meta["release"] == "DR1"
 
@@ -140,10 +143,11 @@ def test_andmask_bits_mask_pixels_and_mask_bits_chooses_which():
     hdul[0].data[3, 100:110] = 2  # BADPROFILE
     hdul[0].data[3, 200:205] = 16  # BADCENTER
     hdul[0].data[1, 300] = 0.0  # no information
+    hdul[0].data[0, 400] = 0.0  # zero-flux padding
     masked = {bits: np.flatnonzero(le.read(hdul, mask_bits=bits).mask[0]).tolist() for bits in (None, 2, 0)}
-    assert masked[None] == list(range(100, 110)) + list(range(200, 205)) + [300]
-    assert masked[2] == list(range(100, 110)) + [300]
-    assert masked[0] == [300]
+    assert masked[None] == list(range(100, 110)) + list(range(200, 205)) + [300, 400]
+    assert masked[2] == list(range(100, 110)) + [300, 400]
+    assert masked[0] == [300, 400]
 
 
 def test_air_wavelengths_are_converted_to_vacuum_and_the_step_recorded():

@@ -1,7 +1,8 @@
 """Where and how the torch models run: device, threads, precision and memory-sized batches.
 
 * Device: ``"auto"`` is CUDA when available, else the CPU using every core this process
-  may run on (``os.sched_getaffinity``).
+  may run on (``os.sched_getaffinity``) that is not busy with other work
+  (:func:`configure_threads`).
 * Precision: ``"float32"``, ``"bfloat16"`` (autocast: matrix products and convolutions
   in bfloat16, everything else in float32) or ``"auto"``. Auto means float32 on the CPU
   (the benchmark ``benchmarks/bench_bcnn.py`` measures bfloat16 there) and, on CUDA,
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Callable, Iterator
 
@@ -28,21 +30,35 @@ __all__ = ["choose_device", "configure_threads", "forked_rng", "flush_denormals"
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+@functools.lru_cache(maxsize=1)
 def configure_threads() -> int:
-    """Let torch use every CPU core available to this process; returns the thread count.
+    """Let torch use the CPU cores available to this process; returns the thread count.
+
+    Decided once per process: every core in the affinity set that is not already busy
+    (judged by the 1-minute load average), at least one. On a machine shared with other
+    jobs, OpenMP threads that wait for a descheduled sibling make a 2-thread run many
+    times slower than a 1-thread one, so busy cores are left alone. Setting
+    ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) keeps whatever torch chose from it.
 
     Examples
     --------
     >>> configure_threads() >= 1
     True
     """
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return torch.get_num_threads()
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    if torch.get_num_threads() != cores:
-        torch.set_num_threads(cores)
-    return cores
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    threads = max(1, min(cores, int(round(cores - busy))))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
 
 
 def choose_device(preference="auto") -> torch.device:
