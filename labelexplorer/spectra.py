@@ -138,6 +138,8 @@ class Spectra:
         values = _as_2d(error if error is not None else ivar, name).astype(np.float64)
         if values.shape != shape:
             raise ShapeError(f"{name}: expected shape {shape} like flux, got {values.shape}")
+        if error is not None and np.isnan(values).all():
+            return values.astype(np.float32)  # unknown errors stay unknown (see has_errors)
         if np.any(values[np.isfinite(values)] < 0):
             raise SpectrumError(f"{name}: negative values found; uncertainties must be >= 0")
         if error is not None:

@@ -124,7 +124,7 @@ def _read_catalog(catalog, source: str):
 
 def _join(files: dict[str, Path], table, column: str, source: str):
     """Inner join of image files (by stem) and catalog rows, in catalog order; warns about the rest."""
-    in_catalog = table[column].isin(files)
+    in_catalog = table[column].isin(list(files))
     orphans = len(files) - int(in_catalog.sum())
     if orphans or not in_catalog.all():
         warnings.warn(f"{source}: {int((~in_catalog).sum())} catalog rows have no image and {orphans} images "

@@ -169,6 +169,9 @@ def _wavelength(parts: dict, header, name: str, n_pixels: int):
                                   "expected one of them to define the wavelength grid")
         return formula, grid
     stored = np.asarray(stored, dtype=np.float64)
+    if not (np.all(np.isfinite(stored)) and np.all(np.diff(stored) > 0)):
+        raise FileFormatError(f"{name}: the wavelength row/column is not finite and increasing; expected Angstroms "
+                              "on the LAMOST log-linear grid")
     if formula is not None and np.all(stored > 0):
         # the stored column is float32; when it is the header's grid, use the exact float64 values
         offset_in_pixels = np.abs(np.log10(stored) - np.log10(formula)) / abs(grid[1])
@@ -318,10 +321,13 @@ def read_lamost(hdul, name: str, *, mask_bits: int | None = None, frame: bool = 
         wavelength = air_to_vacuum(wavelength)
         history.append("lamost: air to vacuum wavelengths (Morton 2000 relation, Piskunov inversion)")
     release = _release(header, parts["layout"].lower())
-    meta = dict(survey="LAMOST", release=release, source=name, layout=parts["layout"],
-                wavelength_frame="vacuum (" + vacuum_source + ")" if vacuum else "air in file, converted to vacuum",
-                grid=(f"LAMOST frame: the file's {n_pixels} px are frame pixels {first}-{first + n_pixels - 1}, "
-                      "the rest NaN and masked") if first is not None else f"native ({n_pixels} px)",
+    if first is None:
+        grid_note = f"native ({n_pixels} px)"
+    else:
+        grid_note = (f"LAMOST frame: the file's {n_pixels} px are frame pixels {first}-{first + n_pixels - 1}, "
+                     "the rest NaN and masked")
+    meta = dict(survey="LAMOST", release=release, source=name, layout=parts["layout"], grid=grid_note,
+                air_or_vacuum=f"vacuum ({vacuum_source})" if vacuum else "air in the file, converted to vacuum",
                 history=history)
     ivar = np.where(bad, 0.0, ivar)
     return Spectra(flux, wavelength, ivar=ivar, mask=bad, ids=[_spectrum_id(header, name)], meta=meta,

@@ -72,7 +72,8 @@ _Z_MIN, _Z_MAX = 0.02, 0.30
 _H0, _OMEGA_M = 70.0, 0.3
 _SUN_ABS_R = 4.65  # AB absolute magnitude of the Sun in r
 _DISK_THICKNESS = 0.15
-_SKY_NOISE = np.array([0.00093, 0.0013, 0.0022])  # nanomaggies per 0.296" pixel in g, r, i (matched to the real cutouts)
+# sky noise in nanomaggies per 0.296" pixel in g, r, i, with the stretch below matched to the real cutouts' look
+_SKY_NOISE = np.array([0.00093, 0.0013, 0.0022])
 _SKY_PEDESTAL = 0.5  # residual sky level in units of the noise (the real cutouts' background is not zero)
 _BAND_SCALE = np.array([1.0, 1.1, 1.3])  # i, r, g weights before the asinh stretch (R, G, B balance)
 _STRETCH, _Q = 14.0, 11.0  # Lupton et al. (2004) asinh parameters, tuned to the look of the real cutouts
@@ -90,7 +91,7 @@ def tremonti_mzr(log_mstar) -> np.ndarray:
     Examples
     --------
     >>> [round(float(z), 3) for z in tremonti_mzr([9.0, 10.0, 11.0])]
-    [8.631, 8.952, 9.114]
+    [8.63, 8.952, 9.114]
     """
     x = np.asarray(log_mstar, dtype=np.float64)
     return -1.492 + 1.847 * x - 0.08026 * x ** 2
@@ -105,7 +106,8 @@ def _distances():
     """(z, luminosity distance, angular-diameter distance) in Mpc on a fine grid (flat ΛCDM)."""
     z = np.linspace(0.0, 0.6, 6001)
     inverse_h = 1.0 / np.sqrt(_OMEGA_M * (1 + z) ** 3 + 1 - _OMEGA_M)
-    comoving = 299792.458 / _H0 * np.concatenate([[0.0], np.cumsum(0.5 * (inverse_h[1:] + inverse_h[:-1]) * np.diff(z))])
+    steps = 0.5 * (inverse_h[1:] + inverse_h[:-1]) * np.diff(z)
+    comoving = 299792.458 / _H0 * np.concatenate([[0.0], np.cumsum(steps)])
     return z, comoving * (1 + z), comoving / (1 + z)
 
 
@@ -142,7 +144,8 @@ def _combined_half_light(bulge_fraction, bulge_re, bulge_n, disk_re):
 
 def _combine_colours(bulge_fraction, bulge_colour, disk_colour):
     """Integrated colour of two components given the r-band bulge fraction."""
-    return -2.5 * np.log10(bulge_fraction * 10 ** (-0.4 * bulge_colour) + (1 - bulge_fraction) * 10 ** (-0.4 * disk_colour))
+    bulge, disk = 10.0 ** (-0.4 * bulge_colour), 10.0 ** (-0.4 * disk_colour)
+    return -2.5 * np.log10(bulge_fraction * bulge + (1 - bulge_fraction) * disk)
 
 
 def _object_ids(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,8 +181,9 @@ def galaxy_population(n: int, rng: np.random.Generator) -> pd.DataFrame:
     pandas.DataFrame
         One row per galaxy: ``objID`` (19-digit string), ``oh_p50``, ``log_mstar``, ``g``,
         ``r``, ``i`` (AB mag), ``redshift``, ``inclination`` (deg, 0 = face-on),
-        ``axis_ratio`` (disk b/a), ``position_angle`` (deg), ``size`` (half-light radius,
-        arcsec), ``re_kpc``, ``bulge_fraction`` (r-band B/T), ``sersic_bulge``,
+        ``axis_ratio`` (disk b/a), ``position_angle`` (deg; the major axis, from the image
+        x axis toward +y), ``size`` (half-light radius along the major axis, arcsec),
+        ``re_kpc``, ``bulge_fraction`` (r-band B/T), ``sersic_bulge``,
         ``sersic_disk`` (= 1), ``bulge_re``/``disk_re`` (arcsec), ``bulge_axis_ratio``,
         component colours ``g_r_bulge``, ``r_i_bulge``, ``g_r_disk``, ``r_i_disk``,
         ``colour_gradient`` (disk g-r change per scale length), ``spiral_amplitude`` and
@@ -199,46 +203,65 @@ def galaxy_population(n: int, rng: np.random.Generator) -> pd.DataFrame:
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise LabelExplorerError(f"galaxy_population: n must be a positive integer; got {n!r}")
     log_mstar = ndtri(rng.uniform(ndtr((8.5 - 10.1) / 0.55), ndtr((11.5 - 10.1) / 0.55), n)) * 0.55 + 10.1
+    shape = _structure(log_mstar, rng)
+    oh_mzr = tremonti_mzr(log_mstar)
+    oh_morph = (-0.3 * shape["size_offset"] + 0.25 * (shape["bulge_fraction"] - _mean_bulge_fraction(log_mstar))
+                - 0.06 * (0.5 - shape["cos_i"]))
+    intrinsic = rng.normal(0.0, 0.08, n)
+    colour = _colours(log_mstar, shape, rng)
+    # the disk colour gradient (mag per scale length, zero-mean in light) steepens for metal-rich galaxies
+    colour["colour_gradient"] = -0.04 - 0.5 * (oh_morph + intrinsic)
+    bulge_fraction = shape["bulge_fraction"]
+    g_r = _combine_colours(bulge_fraction, colour["g_r_bulge"], colour["g_r_disk"])
+    r_i = _combine_colours(bulge_fraction, colour["r_i_bulge"], colour["r_i_disk"])
+    absolute_r = (_SUN_ABS_R - 2.5 * (log_mstar - (-0.306 + 1.097 * g_r))  # Bell et al. 2003 M/L
+                  + shape["dust"] * (1.0 - bulge_fraction))
+    redshift = _redshifts(absolute_r, rng)
+    r = absolute_r + _distance_modulus(redshift)
+    disk_re = _kpc_to_arcsec(shape["disk_kpc"], redshift)
+    bulge_re = _kpc_to_arcsec(shape["bulge_kpc"], redshift)
+    sersic_bulge = rng.uniform(3.0, 4.5, n)
+    size = _combined_half_light(bulge_fraction, bulge_re, sersic_bulge, disk_re)
+    return pd.DataFrame({
+        "objID": _object_ids(n, rng), "oh_p50": np.clip(oh_mzr + oh_morph + intrinsic, 7.8, 9.4),
+        "log_mstar": log_mstar, "g": r + g_r, "r": r, "i": r - r_i, "redshift": redshift,
+        "inclination": np.degrees(np.arccos(shape["cos_i"])), "axis_ratio": shape["axis_ratio"],
+        "position_angle": rng.uniform(0.0, 180.0, n), "size": size,
+        "re_kpc": size / _kpc_to_arcsec(1.0, redshift), "bulge_fraction": bulge_fraction,
+        "sersic_bulge": sersic_bulge, "sersic_disk": np.ones(n), "bulge_re": bulge_re, "disk_re": disk_re,
+        "bulge_axis_ratio": rng.uniform(0.75, 1.0, n), **colour,
+        "spiral_amplitude": rng.uniform(0.0, 0.6, n) * (1.0 - bulge_fraction) * expit((log_mstar - 9.3) / 0.3),
+        "spiral_pitch": rng.uniform(12.0, 30.0, n),
+        "seeing": np.clip(rng.normal(_SEEING, 0.15, n), 0.9, 1.9), "oh_mzr": oh_mzr, "oh_morph": oh_morph,
+    })
+
+
+def _structure(log_mstar, rng) -> dict:
+    """Bulge fraction, disk and bulge sizes (kpc), inclination and dust of each galaxy."""
+    n = log_mstar.size
     mean_bt = _mean_bulge_fraction(log_mstar)
     bulge_fraction = rng.beta(6.0 * mean_bt, 6.0 * (1.0 - mean_bt))
     size_offset = rng.normal(0.0, 0.13, n)
     disk_kpc = 10.0 ** (0.55 + 0.22 * (log_mstar - 10.0) + size_offset)
     bulge_kpc = np.maximum(0.22 * disk_kpc * 10.0 ** rng.normal(0.0, 0.1, n), 0.3)
-    cos_i = rng.uniform(0.0, 1.0, n)
+    cos_i = rng.uniform(0.0, 1.0, n)  # isotropic orientations
     axis_ratio = np.sqrt(cos_i ** 2 + _DISK_THICKNESS ** 2 * (1.0 - cos_i ** 2))
-    oh_mzr = tremonti_mzr(log_mstar)
-    oh_morph = -0.3 * size_offset + 0.25 * (bulge_fraction - mean_bt) - 0.06 * (0.5 - cos_i)
-    intrinsic = rng.normal(0.0, 0.08, n)
-    oh_p50 = np.clip(oh_mzr + oh_morph + intrinsic, 7.8, 9.4)
-    # colours: red bulges; disks bluer at low mass, reddened by dust when inclined
-    dust = 0.25 * np.log10(1.0 / axis_ratio) * expit((log_mstar - 9.3) / 0.3)
-    g_r_bulge = 0.72 + 0.05 * (log_mstar - 10.0) + rng.normal(0.0, 0.03, n)
-    r_i_bulge = 0.38 + 0.03 * (log_mstar - 10.0) + rng.normal(0.0, 0.02, n)
-    g_r_disk = 0.40 + 0.12 * (log_mstar - 10.0) + rng.normal(0.0, 0.07, n) + 0.35 * dust
-    r_i_disk = 0.20 + 0.05 * (log_mstar - 10.0) + 0.4 * (g_r_disk - 0.40) + rng.normal(0.0, 0.02, n) + 0.15 * dust
-    colour_gradient = -0.04 - 0.5 * (oh_morph + intrinsic)  # mag per disk scale length, zero-mean in light
-    g_r = _combine_colours(bulge_fraction, g_r_bulge, g_r_disk)
-    r_i = _combine_colours(bulge_fraction, r_i_bulge, r_i_disk)
-    absolute_r = _SUN_ABS_R - 2.5 * (log_mstar - (-0.306 + 1.097 * g_r)) + dust * (1.0 - bulge_fraction)
-    redshift = _redshifts(absolute_r, rng)
-    r = absolute_r + _distance_modulus(redshift)
-    disk_re = _kpc_to_arcsec(disk_kpc, redshift)
-    bulge_re = _kpc_to_arcsec(bulge_kpc, redshift)
-    sersic_bulge = rng.uniform(3.0, 4.5, n)
-    size = _combined_half_light(bulge_fraction, bulge_re, sersic_bulge, disk_re)
-    return pd.DataFrame({
-        "objID": _object_ids(n, rng), "oh_p50": oh_p50, "log_mstar": log_mstar,
-        "g": r + g_r, "r": r, "i": r - r_i, "redshift": redshift,
-        "inclination": np.degrees(np.arccos(cos_i)), "axis_ratio": axis_ratio,
-        "position_angle": rng.uniform(0.0, 180.0, n), "size": size,
-        "re_kpc": size / _kpc_to_arcsec(1.0, redshift), "bulge_fraction": bulge_fraction,
-        "sersic_bulge": sersic_bulge, "sersic_disk": np.ones(n), "bulge_re": bulge_re, "disk_re": disk_re,
-        "bulge_axis_ratio": rng.uniform(0.75, 1.0, n), "g_r_bulge": g_r_bulge, "r_i_bulge": r_i_bulge,
-        "g_r_disk": g_r_disk, "r_i_disk": r_i_disk, "colour_gradient": colour_gradient,
-        "spiral_amplitude": rng.uniform(0.0, 0.6, n) * (1.0 - bulge_fraction) * expit((log_mstar - 9.3) / 0.3),
-        "spiral_pitch": rng.uniform(12.0, 30.0, n),
-        "seeing": np.clip(rng.normal(_SEEING, 0.15, n), 0.9, 1.9), "oh_mzr": oh_mzr, "oh_morph": oh_morph,
-    })
+    dust = 0.25 * np.log10(1.0 / axis_ratio) * expit((log_mstar - 9.3) / 0.3)  # dusty only above ~10^9.3
+    return dict(bulge_fraction=bulge_fraction, size_offset=size_offset, disk_kpc=disk_kpc, bulge_kpc=bulge_kpc,
+                cos_i=cos_i, axis_ratio=axis_ratio, dust=dust)
+
+
+def _colours(log_mstar, shape, rng) -> dict:
+    """Component colours: red bulges; disks bluer at low mass, reddened by dust when inclined."""
+    n = log_mstar.size
+    g_r_disk = 0.40 + 0.12 * (log_mstar - 10.0) + rng.normal(0.0, 0.07, n) + 0.35 * shape["dust"]
+    return dict(
+        g_r_bulge=0.72 + 0.05 * (log_mstar - 10.0) + rng.normal(0.0, 0.03, n),
+        r_i_bulge=0.38 + 0.03 * (log_mstar - 10.0) + rng.normal(0.0, 0.02, n),
+        g_r_disk=g_r_disk,
+        r_i_disk=(0.20 + 0.05 * (log_mstar - 10.0) + 0.4 * (g_r_disk - 0.40) + rng.normal(0.0, 0.02, n)
+                  + 0.15 * shape["dust"]),
+    )
 
 
 def _redshifts(absolute_r, rng):

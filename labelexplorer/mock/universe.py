@@ -217,7 +217,7 @@ def lamost_file_name(index: int) -> str:
     Examples
     --------
     >>> lamost_file_name(4321)
-    'spec-58001-MOCK0001_sp01-072.fits'
+    'spec-58001-MOCK0001_sp02-072.fits'
     """
     plate, within = divmod(int(index), 4000)
     spid, fiber = divmod(within, 250)
@@ -377,7 +377,8 @@ def _run_jobs(out: Path, seed: int, manifest: dict, pending: dict, workers: int,
             return
         context = multiprocessing.get_context("spawn")  # safe with threads (Jupyter, torch) in this process
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(function, str(out), seed, chunk): name for name, (function, chunk) in pending.items()}
+            futures = {pool.submit(function, str(out), seed, chunk): name
+                       for name, (function, chunk) in pending.items()}
             try:
                 for future in concurrent.futures.as_completed(futures):
                     bar.update(future.result())
@@ -446,7 +447,8 @@ class Universe:
 
     def __repr__(self) -> str:
         c = self.config
-        state = "complete" if self.complete else f"{len(self.manifest['done'])}/{len(self.manifest['tasks'])} tasks done"
+        done, tasks = len(self.manifest["done"]), len(self.manifest["tasks"])
+        state = "complete" if self.complete else f"{done}/{tasks} tasks done"
         return (f"Universe({str(self.path)!r}, seed={c['seed']}, stars={c['n_stars']}, spectra={c['n_spectra']}, "
                 f"lamost={c['n_lamost']}, galaxies={c['n_galaxies']}, {state})")
 

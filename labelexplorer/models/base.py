@@ -184,6 +184,28 @@ class LabelModel:
         self.label_names_ = list(names)
         return self
 
+    def prepare(self, data):
+        """Bring data as the readers return it into the form this model was trained on.
+
+        Batch inference (:func:`labelexplorer.catalog.predict_catalog`) calls
+        ``model.predict(model.prepare(batch))`` on every batch of raw survey files, so the
+        catalog code never needs to know what a method expects. The default returns *data*
+        unchanged. A model whose training input differs from what the readers return
+        overrides it (BCNN: remove the chip gaps and normalise the continuum onto 7514 px;
+        SLAM: resample onto its grid). An override must be idempotent (prepared data come
+        back unchanged) and work spectrum by spectrum (a spectrum's result must not depend
+        on the rest of the batch), so that catalogs do not depend on how files are batched.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from labelexplorer import Spectra
+        >>> spec = Spectra(np.ones((1, 3)), [1.0, 2.0, 3.0])
+        >>> get_model("ridge").prepare(spec) is spec
+        True
+        """
+        return data
+
     def predict(self, data):
         """Predict labels with uncertainties; returns a LabelPrediction."""
         self._check_fitted("predict")

@@ -17,6 +17,8 @@ first only low pixels are rejected, lifting the spline out of the lines onto the
 envelope; then high pixels (emission, cosmic rays) are rejected too. A fit dragged down
 by line blanketing would otherwise reject the true continuum as "emission". The highest
 10 % of each bin are never rejected as absorption, so no knot interval is emptied.
+Narrow emission lines (chromospheric H-alpha, sky residuals) are rejected; an emission
+line as broad as the knot spacing (quasars) is partly followed by the spline.
 
 Speed: on a shared grid the spline basis is built once and every spectrum's weighted
 normal equations are formed in one sparse-dense product (each pixel touches 4 of the
@@ -182,7 +184,8 @@ def fit_pseudo_continuum(spectra: Spectra, *, knot_spacing: float = 100.0, bin_w
         Reject pixels more than ``k_low`` scales below / ``k_high`` above the fit, the scale
         being the bin's median relative error (or its residual scatter without errors).
     n_iter : int
-        Maximum number of reject-and-refit rounds (stops early once nothing changes).
+        Maximum number of reject-and-refit rounds per phase; a spectrum stops as soon as
+        its selection no longer changes.
     smoothing : float
         Weight of the second-difference penalty relative to the data (0: plain least squares).
 

@@ -41,12 +41,12 @@ def _gather(values: np.ndarray, index: np.ndarray, shared: bool) -> np.ndarray:
     return values[:, index[0]] if shared else np.take_along_axis(values, index, axis=1)
 
 
-def _interpolate(values: np.ndarray, left: np.ndarray, weight: np.ndarray, shared: bool) -> np.ndarray:
-    """(1 - t) v_left + t v_right, ignoring a neighbour of zero weight (it may be NaN or inf)."""
-    with np.errstate(invalid="ignore"):
-        low = np.where(weight < 1.0, (1.0 - weight) * _gather(values, left, shared), 0.0)
-        high = np.where(weight > 0.0, weight * _gather(values, left + 1, shared), 0.0)
-    return low + high
+def _interpolate(values: np.ndarray, bad: np.ndarray, left: np.ndarray, weight: np.ndarray,
+                 shared: bool) -> np.ndarray:
+    """(1 - t) v_left + t v_right in float32; bad inputs count as 0 (the outputs they touch are masked)."""
+    clean = np.where(bad, np.float32(0), values)  # so that 0 x inf or 0 x NaN cannot spoil a good pixel
+    low, high = _gather(clean, left, shared), _gather(clean, left + 1, shared)
+    return low + weight * (high - low)
 
 
 def resample(spectra: Spectra, wavelength) -> Spectra:
@@ -55,9 +55,9 @@ def resample(spectra: Spectra, wavelength) -> Spectra:
     Flux is interpolated linearly between the two neighbouring input pixels. Errors are
     interpolated the same way, ``(1 - t) sigma_left + t sigma_right``, which is never
     smaller than the quadrature sum of independent errors: conservative, because
-    neighbouring output pixels share input pixels. An output pixel is masked when it
-    lies outside the input range or when an input pixel it draws on (with non-zero
-    weight) is masked.
+    neighbouring output pixels share input pixels. An output pixel is masked (flux NaN,
+    error inf) when it lies outside the input range or when an input pixel it draws on
+    (with non-zero weight) is masked.
 
     Parameters
     ----------
@@ -91,9 +91,11 @@ def resample(spectra: Spectra, wavelength) -> Spectra:
     shared = spectra.shared_grid
     bad = ~inside | (_gather(spectra.mask, left, shared) & (weight < 1.0))
     bad |= _gather(spectra.mask, left + 1, shared) & (weight > 0.0)
-    fields = dict(flux=np.where(inside, _interpolate(spectra.flux, left, weight, shared), np.nan),
-                  wavelength=grid, mask=bad, error=None)
+    weight = weight.astype(np.float32)
+    flux = _interpolate(spectra.flux, spectra.mask, left, weight, shared)
+    fields = dict(flux=np.where(bad, np.nan, flux), wavelength=grid, mask=bad, error=None)
     if spectra.has_errors:
-        fields["error"] = np.where(inside, _interpolate(spectra.error, left, weight, shared), np.inf)
+        error = _interpolate(spectra.error, spectra.mask, left, weight, shared)
+        fields["error"] = np.where(bad, np.inf, error)
     step = f"resample: linear interpolation onto {grid.size} px, {grid[0]:.2f}-{grid[-1]:.2f} Å"
     return spectra.replace(step=step, **fields)

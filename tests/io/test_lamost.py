@@ -13,7 +13,7 @@ from astropy.io import fits
 import labelexplorer as le
 from labelexplorer.exceptions import FileFormatError
 from labelexplorer.io.lamost import (LAMOST_FRAME_PIXELS, LAMOST_LOG_START, LAMOST_LOG_STEP, air_to_vacuum,
-                                     lamost_wavelength, read_lamost)
+                                     lamost_wavelength)
 from labelexplorer.io.registry import detect_format
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")
@@ -77,7 +77,7 @@ def test_every_real_file_is_read_with_its_flux_mask_grid_and_header_values(real_
     assert spec.meta["survey"] == "LAMOST" and spec.meta["source"] == str(path)
     release = header["DATA_V"].removeprefix("LAMOST ") if "DATA_V" in header else "DR1"
     assert spec.meta["release"] == release == spec.info["release"][0]
-    assert header["VACUUM"] and spec.meta["wavelength_frame"].startswith("vacuum")
+    assert header["VACUUM"] and spec.meta["air_or_vacuum"] == "vacuum (VACUUM keyword)"
 
 
 @pytest.mark.realdata
@@ -155,7 +155,18 @@ def test_air_wavelengths_are_converted_to_vacuum_and_the_step_recorded():
     np.testing.assert_allclose(spec.wavelength, air_to_vacuum(lamost_wavelength()))
     assert spec.wavelength[0] - lamost_wavelength()[0] == pytest.approx(1.05, abs=0.03)  # ~1 Angstrom at 3700
     assert any("air to vacuum" in step for step in spec.meta["history"])
-    assert spec.meta["wavelength_frame"].startswith("air")
+    assert spec.meta["air_or_vacuum"].startswith("air")
+
+
+def test_files_on_different_grids_stack_with_one_grid_per_spectrum_and_resample_onto_one():
+    from labelexplorer.preprocess.resample import resample
+
+    spec = le.read([_dr7_hdulist(VACUUM=True), _dr7_hdulist(VACUUM=False)])
+    assert spec.wavelength.shape == (2, LAMOST_FRAME_PIXELS)
+    np.testing.assert_allclose(spec.wavelength[1], air_to_vacuum(spec.wavelength[0]))
+    shared = resample(spec, lamost_wavelength())
+    assert shared.shared_grid and np.all(shared.flux[~shared.mask] == 50.0)
+    assert shared.mask[1, 0] and not shared.mask[1, -1]  # the air grid starts ~1 A redder once in vacuum
 
 
 @pytest.mark.parametrize(("air", "vacuum"), [(6562.80, 6564.61), (3933.66, 3934.78), (8542.09, 8544.44)],
@@ -220,6 +231,14 @@ def _table_without_ivar(tmp_path, real_data):
     return target
 
 
+def _scrambled_wavelengths(tmp_path, real_data):
+    hdul = _dr7_hdulist(n=50)
+    hdul[0].data[2] = hdul[0].data[2][::-1]
+    target = tmp_path / "spec-scrambled.fits"
+    hdul.writeto(target)
+    return target
+
+
 def _no_grid(tmp_path, real_data):
     hdu = fits.PrimaryHDU(np.ones((5, 50), np.float32))
     hdu.header.update(TELESCOP="LAMOST", EXTEN0="Flux Inverse Subcontinuum Andmask Ormask")
@@ -237,8 +256,9 @@ def _no_grid(tmp_path, real_data):
     (_one_row, "expected (5, n_pixels)"),
     (_table_without_ivar, "lacks IVAR"),
     (_no_grid, "no wavelength row/column and no COEFF0/COEFF1"),
+    (_scrambled_wavelengths, "not finite and increasing"),
 ], ids=["truncated-fits", "gzip-without-table", "gzip-with-truncated-table", "not-fits", "one-row-array",
-        "table-without-ivar", "no-wavelength-grid"])
+        "table-without-ivar", "no-wavelength-grid", "decreasing-wavelengths"])
 def test_bad_lamost_files_raise_file_format_errors_naming_file_and_expectation(tmp_path, real_data, make, expected):
     path = make(tmp_path, real_data)
     before = path.read_bytes()

@@ -13,7 +13,7 @@ from labelexplorer.mock import galaxies as gx
 
 @pytest.fixture(scope="module")
 def population():
-    return gx.galaxy_population(20000, np.random.default_rng(20))
+    return gx.galaxy_population(12000, np.random.default_rng(20))
 
 
 def _residual_scatter(table, columns):
@@ -160,12 +160,12 @@ def test_images_look_like_the_real_sdss_cutouts(real_data, tmp_path):
     from PIL import Image
 
     folder = real_data / "galaxies" / "sdss_gri_128"
-    ids = pd.read_csv(folder / "train.csv", dtype={"objID": str})["objID"][:200]
+    ids = pd.read_csv(folder / "train.csv", dtype={"objID": str})["objID"][:120]
     real = np.stack([np.asarray(Image.open(folder / "train" / f"{i}.jpg")) for i in ids])
     rng = np.random.default_rng(12)
-    mock = gx.render_images(gx.galaxy_population(200, rng), rng)
-    gx.write_galaxy_sample(tmp_path, pd.DataFrame({"objID": [str(k) for k in range(200)], "oh_p50": 9.0}), mock)
-    mock = np.stack([np.asarray(Image.open(tmp_path / "train" / f"{k}.jpg")) for k in range(200)])  # as written
+    mock = gx.render_images(gx.galaxy_population(120, rng), rng)
+    gx.write_galaxy_sample(tmp_path, pd.DataFrame({"objID": [str(k) for k in range(120)], "oh_p50": 9.0}), mock)
+    mock = np.stack([np.asarray(Image.open(tmp_path / "train" / f"{k}.jpg")) for k in range(120)])  # as written
 
     def look(images):
         corners = np.concatenate([images[:, :16, :16], images[:, -16:, -16:]], axis=1).reshape(len(images), -1, 3)

@@ -47,6 +47,7 @@ def test_masked_pixels_mask_the_output_pixels_that_touch_them():
     expected = (grid > 39) & (grid < 41)
     np.testing.assert_array_equal(out.mask[0], expected)
     np.testing.assert_allclose(out.flux[0, ~expected], 2 * grid[~expected])
+    assert np.isnan(out.flux[0, expected]).all() and np.isinf(out.error[0, expected]).all()
 
 
 def test_pixels_outside_the_input_range_are_masked_and_have_no_flux():
@@ -58,9 +59,11 @@ def test_pixels_outside_the_input_range_are_masked_and_have_no_flux():
 
 
 def test_an_output_pixel_on_an_input_pixel_ignores_a_masked_neighbour():
-    spec = Spectra([[1.0, 2.0, 3.0]], [1.0, 2.0, 3.0], error=[[0.1, 0.1, 0.1]], mask=[[False, False, True]])
+    spec = Spectra([[1.0, 2.0, np.nan]], [1.0, 2.0, 3.0], error=[[0.1, 0.2, np.inf]])
+    assert spec.mask[0].tolist() == [False, False, True]
     out = resample(spec, [1.0, 2.0, 2.5])
     assert out.mask[0].tolist() == [False, False, True] and out.flux[0, :2].tolist() == [1.0, 2.0]
+    np.testing.assert_allclose(out.error[0, :2], [0.1, 0.2])
 
 
 def test_errors_are_interpolated_conservatively():

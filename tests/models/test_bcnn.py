@@ -1,0 +1,330 @@
+"""The censored Bayesian CNN and its uncensored control (Leung & Bovy 2019) on toy spectra."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import labelexplorer as le
+from labelexplorer.exceptions import FileFormatError, LabelError, ShapeError
+from labelexplorer.labels import ASTRONN_LABELS
+from labelexplorer.models.bcnn import BCNN, BCNNNetwork, CensoredBCNN, CensoredBCNNNetwork, mc_samples
+from labelexplorer.models.nn import DropoutStreams, n_parameters, stopgrad_passthrough
+from labelexplorer.preprocess.grid import APOGEE_N_PIXELS, chip_slices, gap_removed_wavelength, remove_gaps
+
+WAVELENGTH = gap_removed_wavelength()
+N_PIXELS = WAVELENGTH.size
+MG_PIXELS = np.r_[2000:2030, 4100:4115]
+AL_PIXELS = np.r_[5000:5030]
+WINDOWS = {"Mg": np.isin(np.arange(N_PIXELS), MG_PIXELS), "Al": np.isin(np.arange(N_PIXELS), AL_PIXELS)}
+LABELS = ["MG_H", "TEFF", "AL_H", "FE_H", "LOGG"]  # any order: the model keeps it
+
+
+def _toy(n, seed, *, noise=0.005):
+    """Spectra whose broad shape follows Teff/logg/[Fe/H] and whose Mg and Al windows follow [Mg/H], [Al/H]."""
+    rng = np.random.default_rng(seed)
+    teff, logg = rng.uniform(4000, 5200, n), rng.uniform(1.0, 3.5, n)
+    feh = rng.uniform(-1.0, 0.3, n)
+    mg = feh + 0.1 + rng.normal(0, 0.1, n)
+    al = mg + rng.normal(0, 0.1, n)
+    x = np.linspace(0, 1, N_PIXELS)
+    flux = (1 - 0.06 * np.outer((teff - 4600) / 600, np.sin(20 * x) ** 2)
+            - 0.05 * np.outer(logg / 3, np.cos(13 * x) ** 2) - 0.04 * np.outer(feh + 1, np.sin(7 * x + 1) ** 2))
+    flux[:, MG_PIXELS] -= 0.1 * (mg[:, None] + 1.5)
+    flux[:, AL_PIXELS] -= 0.1 * (al[:, None] + 1.5)
+    flux += rng.normal(0, noise, flux.shape)
+    labels = {"MG_H": mg, "TEFF": teff, "AL_H": al, "FE_H": feh, "LOGG": logg}
+    spectra = le.Spectra(flux, WAVELENGTH, error=np.full(flux.shape, noise), ids=[f"t{seed}-{i}" for i in range(n)])
+    return spectra, labels
+
+
+QUICK = dict(epochs=12, batch_size=32, learning_rate=3e-3, mc_passes=16, sensitivity_passes=4, progress=False,
+             random_state=1)
+
+
+@pytest.fixture(scope="module")
+def censored():
+    spectra, labels = _toy(256, seed=0)
+    labels["LOGG"][:20] = -9999.0  # missing values train nothing
+    return CensoredBCNN(windows=WINDOWS, **QUICK).fit(spectra, labels)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return _toy(64, seed=1)
+
+
+# ----------------------------------------------------------------------------- architecture
+def test_parameter_count_matches_the_paper_with_astronn_windows(real_data):
+    model = CensoredBCNN(windows=real_data / "apogee" / "masks" / "aspcap_l31c_masks.npy")
+    network = model.network_for(ASTRONN_LABELS)
+    assert len(network.branches) == 19
+    assert n_parameters(network) == pytest.approx(3.5e6, rel=0.01)
+    wide = [b.dense1.out_features for b in network.branches]
+    assert sorted(wide)[-2:] == [256, 256] and wide.count(32) == 17  # C and N get 256 -> 64
+
+
+def test_default_windows_come_from_the_line_list():
+    from labelexplorer.preprocess.linelist import load_linelist
+    from labelexplorer.preprocess.windows import MOLECULE_ELEMENTS, windows_from_linelist
+
+    network = CensoredBCNN().network_for(["TEFF", "LOGG", "FE_H", "MG_H"])
+    expected = windows_from_linelist(load_linelist(), WAVELENGTH, group=MOLECULE_ELEMENTS).mask("Mg")
+    assert torch.equal(network.windows[0], torch.as_tensor(expected))
+    assert network.branches[0].dense1.in_features == int(expected.sum())
+
+
+def test_uncensored_control_predicts_everything_from_the_full_spectrum():
+    network = BCNN().network_for(ASTRONN_LABELS)
+    assert isinstance(network, BCNNNetwork) and network.value.out_features == 22
+    assert not any(isinstance(m, torch.nn.ModuleList) for m in network.modules())
+
+
+def _small_censored(latent_zero: bool):
+    windows = torch.zeros(2, 64, dtype=torch.bool)
+    windows[0, 5:15] = True
+    windows[1, 30:40] = True
+    torch.manual_seed(0)
+    network = CensoredBCNNNetwork(64, [0, 1, 2], [3, 4], windows, [(32, 16), (32, 16)], 0.3, 2, 0.5)
+    if latent_zero:
+        torch.nn.init.zeros_(network.latent.weight)
+        torch.nn.init.zeros_(network.latent.bias)
+    return network
+
+
+def _grads(module):
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in module.parameters()]
+
+
+def test_stopgrad_keeps_element_losses_out_of_the_trunk_heads():
+    network = _small_censored(latent_zero=True)
+    value, log_var = network(torch.randn(8, 64))
+    (value[:, 3:].square().sum() + log_var[:, 3:].sum()).backward()  # element losses only
+    for part in (network.trunk, network.trunk_value, network.trunk_log_var):
+        assert all(float(g.abs().max()) == 0.0 for g in _grads(part))
+    assert float(network.branches[0].dense1.weight.grad.abs().max()) > 0
+    # with a live latent link the element losses reach the trunk body (max-norm limited), never the heads
+    network = _small_censored(latent_zero=False)
+    value, _ = network(torch.randn(8, 64))
+    value[:, 3:].square().sum().backward()
+    assert float(network.trunk.dense2.weight.grad.abs().max()) > 0
+    assert all(float(g.abs().max()) == 0.0 for g in _grads(network.trunk_value))
+
+
+def test_sensitivity_includes_the_stopgrad_path():
+    network = _small_censored(latent_zero=True)
+    x = torch.randn(4, 64, requires_grad=True)
+    outside = np.r_[0:5, 15:64]
+
+    def gradient():
+        x.grad = None
+        network(x, DropoutStreams(0))[0][:, 3].sum().backward()
+        return x.grad.abs().sum(0).numpy()
+
+    blocked = gradient()
+    assert blocked[outside].max() == 0.0 and blocked[5:15].max() > 0  # only the Mg window, as in training
+    with stopgrad_passthrough(network):
+        passed = gradient()
+    assert passed[outside].max() > 0  # through TEFF/LOGG/FE_H, as the analysis must see it
+
+
+def test_batched_monte_carlo_equals_naive_full_passes():
+    network = _small_censored(latent_zero=False).eval()
+    x = torch.randn(5, 64)
+    fast = mc_samples(network, x, 7, DropoutStreams(3))
+    slow = mc_samples(network, x, 7, DropoutStreams(3), batched=False)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    assert float(fast[0].detach().std(0).min()) > 0  # passes differ: dropout is on at inference
+
+
+def test_max_norm_constrains_the_latent_link_after_training(censored):
+    assert float(censored.network_.latent.weight.norm(dim=1).max()) <= 0.5 + 1e-6
+
+
+# ----------------------------------------------------------------------------- behaviour
+def test_learns_the_toy_problem_in_the_users_label_order(censored, held_out):
+    spectra, labels = held_out
+    prediction = censored.predict(spectra)
+    assert prediction.label_names == LABELS == censored.label_names_
+    for name, least in {"TEFF": 0.95, "FE_H": 0.95, "MG_H": 0.95, "AL_H": 0.85}.items():
+        r = np.corrcoef(prediction[name].mean, labels[name])[0, 1]
+        assert r > least, f"{name}: r = {r:.2f}"
+    assert (prediction.model_std > 0).all() and (prediction.predictive_std > 0).all()
+
+
+def test_element_sensitivity_sits_in_its_window(censored, held_out):
+    spectra, _ = held_out
+    sensitivity = np.abs(censored.sensitivity(spectra[:8], "[Mg/H]"))
+    assert sensitivity.shape == (N_PIXELS,)
+    inside = sensitivity[WINDOWS["Mg"]].mean()
+    elsewhere = sensitivity[~WINDOWS["Mg"] & ~WINDOWS["Al"]]
+    assert inside > 20 * elsewhere.mean()
+    assert elsewhere.max() > 0  # the StopGrad path (TEFF, LOGG, FE_H) is part of the analysis
+    per_star = censored.sensitivity_map(spectra[:8], "MG_H")
+    np.testing.assert_allclose(per_star.mean(axis=0), censored.sensitivity(spectra[:8], "MG_H"), rtol=1e-5,
+                               atol=1e-9)
+
+
+def test_predictions_are_reproducible_for_a_seed(censored, held_out):
+    spectra, _ = held_out
+    first, second = censored.predict(spectra[:6]), censored.predict(spectra[:6])
+    np.testing.assert_array_equal(first.mean, second.mean)
+    censored.set_params(random_state=99)
+    try:
+        other = censored.predict(spectra[:6])
+    finally:
+        censored.set_params(random_state=QUICK["random_state"])
+    assert not np.array_equal(first.mean, other.mean)
+    assert np.abs(first.mean - other.mean).max(axis=0)[1] < 3 * first.total_std[:, 1].max()  # same answer
+
+
+def test_bfloat16_inference_stays_close_to_float32(censored, held_out):
+    spectra, _ = held_out
+    reference = censored.predict(spectra[:8])
+    censored.set_params(precision="bfloat16")
+    try:
+        reduced = censored.predict(spectra[:8])
+    finally:
+        censored.set_params(precision="auto")
+    assert reduced.meta["precision"] == "bfloat16" and reference.meta["precision"] == "float32"
+    assert (np.abs(reduced.mean - reference.mean) / reference.total_std).max() < 0.5
+
+
+def test_flags_mark_low_snr_and_stars_unlike_the_training_set(censored, held_out):
+    spectra, _ = held_out
+    normal = censored.predict(spectra)
+    assert normal.flags["outside_training_set"].mean() < 0.2
+    assert not normal.flags["low_snr"].any()
+    rng = np.random.default_rng(5)
+    strange = le.Spectra(1 - rng.uniform(0, 0.8, (3, N_PIXELS)), WAVELENGTH, error=np.full((3, N_PIXELS), 0.05))
+    flagged = censored.predict(strange)
+    assert flagged.flags["outside_training_set"].all()
+    assert flagged.flags["low_snr"].all()  # median flux/error ~ 12 < 30
+
+
+def test_save_and_load_restore_the_model_without_external_files(tmp_path, held_out):
+    spectra, labels = _toy(48, seed=2)
+    bitmask = np.zeros(N_PIXELS, np.int32)
+    bitmask[MG_PIXELS] |= 1 << 5  # Mg is bit 5 of the astroNN window bitmask
+    bitmask[AL_PIXELS] |= 1 << 6
+    np.save(tmp_path / "masks.npy", bitmask)
+    model = CensoredBCNN(windows=str(tmp_path / "masks.npy"), **{**QUICK, "epochs": 1}).fit(spectra, labels)
+    directory = model.save(tmp_path / "saved")
+    (tmp_path / "masks.npy").unlink()
+    assert {p.name for p in directory.iterdir()} == {"config.json", "model.safetensors"}
+    config = json.loads((directory / "config.json").read_text())
+    assert config["extra"]["n_parameters"] == model.n_parameters
+    loaded = le.load_model(directory)
+    assert loaded.label_names_ == LABELS
+    for name, window in model.windows_.items():
+        np.testing.assert_array_equal(loaded.windows_[name], window)
+    np.testing.assert_array_equal(loaded.predict(held_out[0]).mean, model.predict(held_out[0]).mean)
+    np.testing.assert_array_equal(loaded.sensitivity(held_out[0][:2], "AL_H"), model.sensitivity(held_out[0][:2], "AL_H"))
+
+
+def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path):
+    spectra, labels = _toy(64, seed=3)
+    settings = {**QUICK, "epochs": 3, "batch_size": 16}
+    reference = CensoredBCNN(windows=WINDOWS, **settings).fit(spectra, labels)
+
+    def stop_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    model = CensoredBCNN(windows=WINDOWS, checkpoint_dir=str(tmp_path), **settings)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(spectra, labels, callbacks=[stop_after_first_epoch])
+    assert not model.is_fitted
+    model.fit(spectra, labels)
+    assert [r["epoch"] for r in model.history_] == [1, 2, 3]
+    for key, value in reference.network_.state_dict().items():
+        torch.testing.assert_close(model.network_.state_dict()[key], value, rtol=1e-5, atol=1e-7)
+
+
+def test_full_grid_input_is_gap_removed_and_normalised(tmp_path, censored, held_out):
+    from labelexplorer.preprocess.continuum import normalise_continuum
+
+    full = _on_full_grid(held_out[0][:4])
+    with pytest.raises(ShapeError, match="continuum"):
+        censored.predict(full)
+    continuum = np.zeros(N_PIXELS, bool)
+    continuum[::7] = True
+    np.save(tmp_path / "cont.npy", continuum)
+    censored.set_params(continuum_pixels=str(tmp_path / "cont.npy"))
+    try:
+        automatic = censored.predict(full)
+    finally:
+        censored.set_params(continuum_pixels=None)
+        censored.__dict__.pop("continuum_mask_", None)
+    by_hand = normalise_continuum(le.Spectra(remove_gaps(full.flux), WAVELENGTH, error=remove_gaps(full.error),
+                                             ids=full.ids), continuum)
+    np.testing.assert_allclose(automatic.mean, censored.predict(by_hand).mean, rtol=1e-5)
+
+
+def _on_full_grid(spectra):
+    """The toy spectra on the 8575 grid, times a smooth continuum, with zeros in the chip gaps."""
+    flux = np.zeros((len(spectra), APOGEE_N_PIXELS), np.float32)
+    error = np.full(flux.shape, 1e10, np.float32)
+    start = 0
+    for chip in chip_slices(APOGEE_N_PIXELS):
+        n = chip.stop - chip.start
+        shape = 800 * (1 + 0.2 * np.linspace(-1, 1, n) ** 2)
+        flux[:, chip] = spectra.flux[:, start:start + n] * shape
+        error[:, chip] = spectra.error[:, start:start + n] * shape
+        start += n
+    wavelength = 10 ** (4.179 + 6e-6 * np.arange(APOGEE_N_PIXELS))
+    return le.Spectra(flux, wavelength, error=error, mask=flux == 0, ids=spectra.ids)
+
+
+# ----------------------------------------------------------------------------- bad input
+def _bad_fits():
+    spectra, labels = _toy(8, seed=4)
+    only_mg = {"MG_H": labels["MG_H"]}
+    return [
+        ("wrong-pixel-count", lambda: (le.Spectra(spectra.flux[:, :7000], WAVELENGTH[:7000]), labels),
+         ShapeError, "spectra: expected 7514 pixels"),
+        ("not-spectra", lambda: (spectra.flux, labels), ShapeError, "spectra: expected a labelexplorer.Spectra"),
+        ("no-trunk-label", lambda: (spectra, only_mg), LabelError, "needs TEFF, LOGG and FE_H"),
+        ("label-without-window", lambda: (spectra, {**labels, "CA_H": labels["FE_H"]}), LabelError,
+         "'CA_H'.*has none"),
+        ("non-element-label", lambda: (spectra, {**labels, "M_H": labels["FE_H"]}), LabelError, "'M_H'"),
+        ("too-few-known-values", lambda: (spectra, {**labels, "TEFF": np.r_[5000.0, [-9999.0] * 7]}), LabelError,
+         "'TEFF': fewer than 2"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_fits(), ids=lambda case: case[0])
+def test_bad_training_input_is_refused_clearly(case):
+    _, make, error, match = case
+    spectra, labels = make()
+    with pytest.raises(error, match=match):
+        CensoredBCNN(windows=WINDOWS, **QUICK).fit(spectra, labels)
+
+
+def test_negative_label_errors_are_refused():
+    spectra, labels = _toy(8, seed=4)
+    errors = {name: np.full(8, 0.1) for name in labels}
+    errors["TEFF"][0] = -1.0
+    with pytest.raises(LabelError, match="label_errors"):
+        BCNN(**QUICK).fit(spectra, labels, errors)
+
+
+@pytest.mark.parametrize("windows, match", [("no/such/file.txt", "neither a folder"), (42, "expected None, a path")],
+                         ids=["unknown-path", "wrong-type"])
+def test_unusable_windows_are_refused(windows, match):
+    with pytest.raises(FileFormatError, match=match):
+        CensoredBCNN(windows=windows).network_for(["TEFF", "MG_H"])
+
+
+def test_predicting_other_pixel_counts_names_the_argument(censored):
+    with pytest.raises(ShapeError, match="spectra: expected 7514 pixels"):
+        censored.predict(le.Spectra(np.ones((1, 100)), np.linspace(15100, 15200, 100)))
+
+
+def test_uncensored_model_takes_any_labels():
+    spectra, labels = _toy(48, seed=6)
+    model = BCNN(**{**QUICK, "epochs": 2}).fit(spectra, {"M_H": labels["FE_H"], "CA_H": labels["MG_H"]})
+    assert model.predict(spectra[:3]).mean.shape == (3, 2)
