@@ -97,7 +97,7 @@ def report(title: str, names, predicted, reference, snr, prediction=None) -> Non
 
 def train(spectra, labels, names, args, **extra) -> tuple[SLAM, float]:
     model = SLAM(c_grid=args.c_grid, gamma_grid=args.gamma_grid, n_folds=args.folds, n_jobs=args.n_jobs,
-                 error_model_snr=(10.0, 20.0, 40.0, 80.0), error_model_stars=args.error_model_stars, **extra)
+                 progress=False, error_model_snr=(10.0, 20.0, 40.0, 80.0), error_model_stars=args.error_model_stars, **extra)
     start = time.perf_counter()
     model.fit(spectra, dict(zip(names, labels.T)))
     return model, time.perf_counter() - start
@@ -117,8 +117,12 @@ def lamost_part(universe, args):
     snr = rows["snrg"].to_numpy(float)
     quality = ((pipeline[:, 0] > 4000) & (pipeline[:, 0] < 8000) & (pipeline[:, 1] > 0.5) & (pipeline[:, 1] < 5.5)
                & (pipeline[:, 2] > -2.5) & (pipeline[:, 2] < 1.0))
-    order = np.argsort(-np.where(quality, snr, -np.inf))
-    train_rows = np.sort(order[: args.n_train])
+    # a third of the S/N_g >= 100 stars are held out, so that the test set reaches the paper's top bin
+    rng = np.random.default_rng(args.seed)
+    high = np.flatnonzero(quality & (snr >= 100))
+    held_out = rng.choice(high, high.size // 3, replace=False)
+    candidates = np.setdiff1d(np.flatnonzero(quality), held_out)
+    train_rows = np.sort(candidates[np.argsort(-snr[candidates])][: args.n_train])
     test_rows = np.setdiff1d(np.arange(len(spectra)), train_rows)
     print(f"LAMOST training set: {train_rows.size} stars with S/N_g {snr[train_rows].min():.0f}-"
           f"{snr[train_rows].max():.0f}; test set: {test_rows.size} stars")
@@ -153,12 +157,12 @@ def print_cod(cod, names) -> None:
 def select_pixels(spectra: Spectra, labels: np.ndarray, n_pixels: int) -> np.ndarray:
     """The pixels most correlated with each label in turn (round robin), never-masked pixels only."""
     good = (~spectra.mask).mean(axis=0) > 0.9
-    flux = np.where(spectra.mask, np.nan, spectra.flux)
-    flux = flux - np.nanmean(flux, axis=0)
-    flux = np.nan_to_num(flux / np.where(np.nanstd(flux, axis=0) > 0, np.nanstd(flux, axis=0), np.inf))
+    flux = np.where(spectra.mask, 0.0, spectra.flux)[:, good]
+    flux = flux - flux.mean(axis=0)
+    flux = flux / np.where(flux.std(axis=0) > 0, flux.std(axis=0), np.inf)
     centred = (labels - labels.mean(axis=0)) / labels.std(axis=0)
-    correlation = np.abs(centred.T @ flux) / len(labels)
-    correlation[:, ~good] = -1
+    correlation = np.full((labels.shape[1], spectra.n_pixels), -1.0)
+    correlation[:, good] = np.abs(centred.T @ flux) / len(labels)
     chosen: list[int] = []
     ranked = [list(np.argsort(-c)) for c in correlation]
     while len(chosen) < min(n_pixels, int(good.sum())):
@@ -216,7 +220,7 @@ def real_lamost_part(model: SLAM, args) -> None:
             skipped.append(f"{Path(path).name}: {err}")
             continue
         if str(one.info.get("CLASS", ["STAR"])[0]).upper() == "STAR":
-            batches.append(one.replace(info={}))
+            batches.append(one.replace(info={k: np.asarray(one.info.get(k, [np.nan]), float) for k in ("Z", "SNRG")}))
         else:
             skipped.append(f"{Path(path).name}: CLASS={one.info['CLASS'][0]}")
     spectra = rest_frame_lamost(Spectra.concatenate(batches), args.step)
@@ -233,7 +237,7 @@ def real_lamost_part(model: SLAM, args) -> None:
         values = ", ".join(f"{n} {prediction.mean[i, j]:.4g}±{prediction.model_std[i, j]:.2g}"
                            for j, n in enumerate(names))
         flags = [f for f, v in prediction.flags.items() if v[i]]
-        print(f"  {spectra.ids[i][:38]:38s} {values} {' '.join(flags)}")
+        print(f"  {spectra.ids[i][:30]:30s} S/N_g {spectra.info['SNRG'][i]:6.1f}  {values} {' '.join(flags)}")
 
 
 def main(argv=None) -> None:

@@ -21,6 +21,10 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS = {
     "fetch": ("labelexplorer.io.manifest", "download a real dataset listed in data_manifest.yaml"),
     "mock": ("labelexplorer.mock.universe", "write the mock universe in the real survey file formats"),
+    "train": ("labelexplorer.catalog", "train a model on spectrum files and a label table, and save it"),
+    "predict": ("labelexplorer.catalog", "predict a catalog of labels for survey files (resumable, Dask scale-out)"),
+    "demo": ("labelexplorer.dashboard.demo", "build the mock universe, train the models and serve the dashboard"),
+    "serve": ("labelexplorer.dashboard.demo", "serve the dashboard for existing catalog files on 127.0.0.1"),
 }
 
 

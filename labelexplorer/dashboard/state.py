@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import io
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ import param
 from .._files import atomic_path
 from ..exceptions import LabelError, LabelExplorerError, UnknownNameError, did_you_mean
 from ..labels import ASPCAP_ELEMENTS, canonical_label
+
+if TYPE_CHECKING:
+    from ..spectra import Spectra
 
 __all__ = ["SEPARATOR", "REFERENCES", "EXPORT_FORMATS", "source_prefix", "source_name", "catalog_sources",
            "source_labels", "combine_catalog", "read_catalog", "ExplorerState", "UniverseSpectra", "GalaxySource",
@@ -284,6 +287,13 @@ class UniverseSpectra:
         if self.has_file(star_id):
             return self.universe.spectra("aspcap", rows=[str(star_id)])
         return self.universe.regenerate(str(star_id), kind="aspcap")
+
+    def batch(self, star_ids) -> Spectra:
+        """Normalised spectra of several stars with files, read together (for subset sensitivities)."""
+        with_files = [str(s) for s in star_ids if self.has_file(s)]
+        if not with_files:
+            raise LabelExplorerError("none of the chosen stars has a spectrum file")
+        return self.universe.spectra("aspcap", rows=with_files)
 
     def _raw(self, star_id: str):
         """The raw (apStar, combined) spectrum of one star."""

@@ -52,7 +52,8 @@ APSTAR_ROWS = ("combined", "global", "visits", "all")
 
 # Release tokens found in APOGEE file names and version columns (reduction / ASPCAP / results versions).
 _RELEASE_TOKENS = {"r5": "dr12", "v603": "dr12", "l25": "dr12", "r6": "dr13", "l30e": "dr13",
-                   "r8": "dr14", "l31c": "dr14", "r12": "dr16", "l33": "dr16", "synspec": "dr17"}
+                   "r8": "dr14", "l31c": "dr14", "r12": "dr16", "l33": "dr16", "synspec": "dr17",
+                   "mock": "mock"}  # the mock universe writes the DR13 layout with this token
 
 # Positions of the canonical labels in the ASPCAP PARAM array (same for the 7- and 9-long layouts).
 _PARAM_INDEX = {"TEFF": 0, "LOGG": 1, "M_H": 3, "C_M": 4, "N_M": 5, "ALPHA_M": 6}
@@ -60,7 +61,8 @@ _PARAM_INDEX = {"TEFF": 0, "LOGG": 1, "M_H": 3, "C_M": 4, "N_M": 5, "ALPHA_M": 6
 # DR12: element order of ELEM and whether each entry is [X/H] (True) or [X/M] (False).
 _DR12_ELEMENTS = ("C", "N", "O", "Na", "Mg", "Al", "Si", "S", "K", "Ca", "Ti", "V", "Mn", "Fe", "Ni")
 _DR12_ELEM_TO_H = (False, False, False, True, False, True, False, False, True, False, False, True, True, True, True)
-_ELEMENT_ORDER = {("dr12", 15): _DR12_ELEMENTS, ("dr13", 26): ASPCAP_ELEMENTS, ("dr14", 26): ASPCAP_ELEMENTS}
+_ELEMENT_ORDER = {("dr12", 15): _DR12_ELEMENTS, ("dr13", 26): ASPCAP_ELEMENTS, ("dr14", 26): ASPCAP_ELEMENTS,
+                  ("mock", 26): ASPCAP_ELEMENTS}
 
 _ALLSTAR_RENAMES = {"PARAM_M_H": "M_H", "PARAM_ALPHA_M": "ALPHA_M"}
 _HEADER_SKIP = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", ""}

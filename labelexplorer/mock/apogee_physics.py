@@ -86,6 +86,7 @@ _SIGMA_INTRINSIC_KMS = 1.5  # typical thermal + microturbulent core folded into 
 _SIGMA_BASE_PX = np.hypot(_SIGMA_LSF_KMS, _SIGMA_INTRINSIC_KMS) / _PIXEL_KMS
 _LINE_TEMPERATURE = 1.0  # T of the line-forming layer / Teff
 _SURFACE_TEMPERATURE = 0.75  # T where an opaque line core forms / Teff
+_GREY_SURFACE_TEMPERATURE = 0.84  # (1/2)^(1/4): the top of a grey atmosphere, which sets weak-line depths
 _F_H_ZERO = 1.133e7  # 2MASS H zero point (Cohen et al. 2003) in apStar units of 1e-17 erg/s/cm²/Å
 _H_REFERENCE_WAVELENGTH = 16500.0
 _EXTINCTION_SLOPE = 1.68  # A_λ ∝ λ^-1.68, i.e. A_H / A_K = 1.55 (Indebetouw et al. 2005)
@@ -124,8 +125,8 @@ _ELEMENTS = {
     "Ge": (3.65, 72.630, 7.900, 15.934, 6.5, 3.0, 1.0, 0.0),
     "Rb": (2.52, 85.468, 4.177, 27.290, 2.2, 1.0, 6.0, 0.0),
     "Y": (2.21, 88.906, 6.217, 12.224, 15.0, 15.0, 10.0, 0.4),
-    "Ce": (1.58, 140.116, 5.539, 10.850, 90.0, 110.0, 50.0, 0.5),
-    "Nd": (1.42, 144.242, 5.525, 10.730, 80.0, 120.0, 50.0, 0.5),
+    "Ce": (1.58, 140.116, 5.539, 10.850, 100.0, 190.0, 60.0, 0.5),
+    "Nd": (1.42, 144.242, 5.525, 10.730, 80.0, 200.0, 60.0, 0.5),
 }
 _DONORS = ("H", "He", "C", "Na", "Mg", "Al", "Si", "K", "Ca", "Fe")
 # ASPCAP name -> element symbol; the label that sets the abundance of lines attributed to it
@@ -257,12 +258,20 @@ def _stage_fractions(symbol: str, temperature: np.ndarray, p_e: np.ndarray) -> n
     return np.stack([neutral, neutral * phi1, neutral * phi1 * phi2])
 
 
-def _electrons_per_hydrogen(stars: _Stars, temperature, p_e) -> np.ndarray:
-    total = np.zeros_like(temperature)
-    for symbol in _DONORS:
-        fractions = _stage_fractions(symbol, temperature, p_e)
-        total += 10.0 ** stars.log_eps[symbol] * (fractions[1] + 2.0 * fractions[2])
-    return total
+def _donor_constants(stars: _Stars, temperature: np.ndarray) -> tuple:
+    """Abundances and Saha constants (n_donors, n) of the electron donors: ε, Φ1, Φ2."""
+    eps = np.array([10.0 ** stars.log_eps[s] for s in _DONORS])
+    phi1 = np.array([_saha(s, 0, temperature) for s in _DONORS])
+    phi2 = np.array([_saha(s, 1, temperature) for s in _DONORS])
+    return eps, phi1, phi2
+
+
+def _electrons_per_hydrogen(donors: tuple, p_e: np.ndarray) -> np.ndarray:
+    """Free electrons per H nucleus at electron pressure p_e (singly and doubly ionised donors)."""
+    eps, phi1, phi2 = donors
+    y1 = phi1 / p_e
+    y2 = phi2 / p_e
+    return np.sum(eps * y1 * (1.0 + 2.0 * y2) / (1.0 + y1 + y1 * y2), axis=0)
 
 
 def _hminus_bound_free(wavelength: np.ndarray) -> np.ndarray:
@@ -272,33 +281,34 @@ def _hminus_bound_free(wavelength: np.ndarray) -> np.ndarray:
     return np.clip(value, 0.0, None) * 1e-18
 
 
-def _continuum_opacity(wavelength: np.ndarray, temperature: np.ndarray, p_e: np.ndarray, neutral_h: np.ndarray,
-                       electrons: np.ndarray) -> np.ndarray:
-    """Continuous opacity per hydrogen nucleus (cm²), shape (n, n_wavelengths).
+def _opacity_coefficients(wavelength: np.ndarray, temperature: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous opacity per neutral H atom (cm²), split as ``per_pe * P_e + hydrogen``; (n, n_wavelengths).
 
-    H⁻ bound-free and free-free, H I bound-free (n >= 5 at these wavelengths) and free-free,
-    all times the neutral-H fraction, plus Thomson scattering on *electrons* per H nucleus.
+    ``per_pe``: H⁻ bound-free and free-free per unit electron pressure; ``hydrogen``: H I
+    bound-free (n >= 5 at these wavelengths) and free-free, with stimulated emission.
     """
     wavelength = np.asarray(wavelength, dtype=float)[None, :]
-    t = temperature[:, None]
-    theta = 5040.0 / t
-    pe = p_e[:, None]
+    theta = 5040.0 / temperature[:, None]
     stimulated = 1.0 - 10.0 ** (-theta * 12398.4 / wavelength)
-    h_bf = 4.158e-10 * _hminus_bound_free(wavelength) * pe * theta ** 2.5 * 10.0 ** (0.754 * theta) * stimulated
+    h_bf = 4.158e-10 * _hminus_bound_free(wavelength) * theta ** 2.5 * 10.0 ** (0.754 * theta) * stimulated
     log_l = np.log10(wavelength)
     log_t = np.log10(np.clip(theta, 0.5, 3.6))
     f0 = -2.2763 - 1.6850 * log_l + 0.76661 * log_l ** 2 - 0.053346 * log_l ** 3
     f1 = 15.2827 - 9.2846 * log_l + 1.99381 * log_l ** 2 - 0.142631 * log_l ** 3
     f2 = -197.789 + 190.266 * log_l - 67.9775 * log_l ** 2 + 10.6913 * log_l ** 3 - 0.625151 * log_l ** 4
-    h_ff = 1e-26 * pe * 10.0 ** (f0 + f1 * log_t + f2 * log_t ** 2)
-    # hydrogen: bound-free from n >= 5 (Pfund edge 22794 Å, Brackett edge 14588 Å) and free-free
-    alpha0 = 1.0449e-26 * wavelength ** 3
+    h_ff = 1e-26 * 10.0 ** (f0 + f1 * log_t + f2 * log_t ** 2)
     ionisation = 13.598
-    hydrogen = sum(10.0 ** (-theta * ionisation * (1 - 1 / n ** 2)) / n ** 3 for n in (5, 6, 7))
-    hydrogen = hydrogen + np.log10(np.e) / (2 * theta * ionisation) * (
-        10.0 ** (-theta * ionisation * (1 - 1 / 64.0)) - 10.0 ** (-theta * ionisation))
-    hydrogen = alpha0 * (hydrogen + np.log10(np.e) / (2 * theta * ionisation) * 10.0 ** (-theta * ionisation))
-    return neutral_h[:, None] * (h_bf + h_ff + hydrogen * stimulated) + _SIGMA_THOMSON * electrons[:, None]
+    bound = sum(10.0 ** (-theta * ionisation * (1 - 1 / n ** 2)) / n ** 3 for n in (5, 6, 7))
+    upper = np.log10(np.e) / (2 * theta * ionisation) * (10.0 ** (-theta * ionisation * (1 - 1 / 64.0)))
+    hydrogen = 1.0449e-26 * wavelength ** 3 * (bound + upper) * stimulated
+    return h_bf + h_ff, hydrogen
+
+
+def _continuum_opacity(coefficients: tuple, p_e: np.ndarray, neutral_h: np.ndarray,
+                       electrons: np.ndarray) -> np.ndarray:
+    """Continuous opacity per H nucleus (cm²): H⁻ and H I on neutral H plus Thomson scattering."""
+    per_pe, hydrogen = coefficients
+    return neutral_h[:, None] * (per_pe * p_e[:, None] + hydrogen) + _SIGMA_THOMSON * electrons[:, None]
 
 
 @dataclass
@@ -310,6 +320,7 @@ class _Photosphere:
     log_kappa_nodes: np.ndarray  # (n, len(_KAPPA_NODES)) log10 continuous opacity per H nucleus
     electron_density: np.ndarray
     hydrogen_density: np.ndarray  # neutral H atoms per cm³
+    electrons: np.ndarray  # free electrons per H nucleus
 
 
 def _photosphere(stars: _Stars) -> _Photosphere:
@@ -319,25 +330,26 @@ def _photosphere(stars: _Stars) -> _Photosphere:
     helium = 10.0 ** stars.log_eps["He"]
     mass_per_h = _M_H * (1.0 + 3.97 * helium) + sum(
         10.0 ** stars.log_eps[s] * _ELEMENTS[s][1] * _AMU for s in _ELEMENTS if s not in ("H", "He"))
+    donors = _donor_constants(stars, temperature)
+    phi_h = _saha("H", 0, temperature)
+    reference = _opacity_coefficients(np.array([16000.0]), temperature)
     log_pg = np.log10(gravity) + 3.0
     p_e = 10.0 ** (log_pg - 4.0)
-    for outer in range(40):
+    for outer in range(30):
         p_gas = 10.0 ** log_pg
-        for inner in range(12 if outer == 0 else 4):
-            electrons = _electrons_per_hydrogen(stars, temperature, p_e)
-            target = (p_gas - p_e) / (1.0 + helium) * electrons
+        for inner in range(12 if outer == 0 else 3):
+            target = (p_gas - p_e) / (1.0 + helium) * _electrons_per_hydrogen(donors, p_e)
             p_e = np.sqrt(p_e * np.clip(target, 1e-12 * p_gas, 0.99 * p_gas))
-        neutral_h = _stage_fractions("H", temperature, p_e)[0]
-        electrons = _electrons_per_hydrogen(stars, temperature, p_e)
-        kappa = _continuum_opacity(np.array([16000.0]), temperature, p_e, neutral_h, electrons)[:, 0] / mass_per_h
-        log_pg = 0.5 * log_pg + 0.5 * np.log10((2.0 / 3.0) * gravity / kappa)
+        neutral_h = p_e / (p_e + phi_h)
+        kappa = _continuum_opacity(reference, p_e, neutral_h, _electrons_per_hydrogen(donors, p_e))[:, 0]
+        log_pg = 0.5 * log_pg + 0.5 * np.log10((2.0 / 3.0) * gravity * mass_per_h / kappa)
     p_gas = 10.0 ** log_pg
-    neutral_h = _stage_fractions("H", temperature, p_e)[0]
-    electrons = _electrons_per_hydrogen(stars, temperature, p_e)
-    kappa_nodes = _continuum_opacity(_KAPPA_NODES, temperature, p_e, neutral_h, electrons)
+    neutral_h = p_e / (p_e + phi_h)
+    electrons = _electrons_per_hydrogen(donors, p_e)
+    kappa_nodes = _continuum_opacity(_opacity_coefficients(_KAPPA_NODES, temperature), p_e, neutral_h, electrons)
     n_h_total = (p_gas - p_e) / ((1.0 + helium) * _K_B * temperature)
     return _Photosphere(temperature, p_e, p_gas, neutral_h, np.log10(kappa_nodes), p_e / (_K_B * temperature),
-                        neutral_h * n_h_total)
+                        neutral_h * n_h_total, electrons)
 
 
 def _dissociation_constant(name: str, temperature: np.ndarray) -> np.ndarray:
@@ -543,10 +555,22 @@ def _species_columns(stars: _Stars, photosphere: _Photosphere, species: tuple) -
     return dict(log_number=log_number, log_partition=log_partition, mass=mass, gamma=gamma)
 
 
-def _saturation_depth(teff: np.ndarray, wavelength: np.ndarray) -> np.ndarray:
+def _saturation_depth(teff: np.ndarray, wavelength: np.ndarray, surface: float = _SURFACE_TEMPERATURE) -> np.ndarray:
     """D = 1 − B_λ(0.75 Teff) / B_λ(Teff): the depth of an opaque line core, (n, n_wavelengths)."""
     x = _HC_OVER_K / (wavelength[None, :] * teff[:, None])
-    return 1.0 - np.expm1(x) / np.expm1(x / _SURFACE_TEMPERATURE)
+    return 1.0 - np.expm1(x) / np.expm1(x / surface)
+
+
+def _log_weak_line_efficiency(teff: np.ndarray) -> np.ndarray:
+    """log10 of (weak-line depth per unit η) / D, shape (n,).
+
+    In a Milne–Eddington atmosphere a weak line is as deep as η times the depth of an opaque
+    core; weak lines form near the continuum, where the temperature gradient is the grey one
+    (surface at 0.84 Teff), while strong cores reach the cooler, line-blanketed top (0.75 Teff).
+    """
+    wavelength = np.array([16000.0])
+    grey = _saturation_depth(teff, wavelength, _GREY_SURFACE_TEMPERATURE)[:, 0]
+    return np.log10(grey / _saturation_depth(teff, wavelength)[:, 0])
 
 
 def _metal_amplitudes(stars: _Stars, photosphere: _Photosphere, model: _LineModel):
@@ -560,7 +584,7 @@ def _metal_amplitudes(stars: _Stars, photosphere: _Photosphere, model: _LineMode
     stimulated = np.log10(-np.expm1(-_HC_OVER_K / (16000.0 * photosphere.temperature)))[:, None]
     log_eta = (model.log_prefactor[None, :] + columns["log_number"][:, index] - theta * model.excitation[None, :]
                - columns["log_partition"][:, index] - np.log10(b_kms * 1e5)[:, index] - log_kappa + stimulated)
-    log_eta = _apply_line_labels(stars, model, log_eta)
+    log_eta = _apply_line_labels(stars, model, log_eta) + _log_weak_line_efficiency(stars.teff)[:, None]
     # the equivalent width of the intrinsic line, W = D Δλ_D √π h(η0), drawn as a Gaussian of the
     # instrumental width: its peak opacity ratio is W / (D σ √(2π)) = Δλ_D h(η0) / (σ √2)
     doppler_ratio = b_kms / (np.sqrt(2.0) * _SIGMA_BASE_PX * _PIXEL_KMS)
@@ -595,7 +619,8 @@ def _hydrogen_opacity(stars: _Stars, photosphere: _Photosphere, model: _LineMode
     n4 = np.log10(photosphere.neutral_h) + np.log10(32.0 / 2.0) - theta * 13.598434 * (1 - 1 / 16.0)
     stimulated = np.log10(-np.expm1(-_HC_OVER_K / (16000.0 * t)))
     log_kappa = photosphere.log_kappa_nodes @ model.h_kappa_weights.T
-    log_strength = (n4 + stimulated)[:, None] + model.h_log_strength[None, :] - log_kappa  # Å
+    log_strength = ((n4 + stimulated + _log_weak_line_efficiency(stars.teff))[:, None] + model.h_log_strength[None, :]
+                    - log_kappa)  # Å
     stark = model.h_stark_factor[None, :] * photosphere.electron_density[:, None] ** (2.0 / 3.0)
     doppler = np.sqrt(2.0 * _K_B * t / _M_H / 1e10 + stars.vmicro ** 2)[:, None] / _C_KMS * model.h_wavelength
     width = np.sqrt(stark ** 2 + (1.2 * doppler) ** 2 + (0.4 * model.h_wavelength / APOGEE_RESOLUTION) ** 2)
@@ -766,15 +791,14 @@ def continuum_shape(labels: Mapping[str, np.ndarray], ak=None) -> np.ndarray:
     wavelength = apogee_wavelength()
     photosphere = _photosphere(stars)
     nodes = np.linspace(15000.0, 17100.0, 22)
-    kappa = _continuum_opacity(np.append(nodes, 12500.0), photosphere.temperature, photosphere.p_e,
-                               photosphere.neutral_h, photosphere.electron_density / (
-                                   photosphere.p_gas / ((1 + 10.0 ** stars.log_eps["He"]) * _K_B * photosphere.temperature)))
+    kappa = _continuum_opacity(_opacity_coefficients(np.append(nodes, 12500.0), photosphere.temperature),
+                               photosphere.p_e, photosphere.neutral_h, photosphere.electrons)
     # the continuum at λ escapes from τ_λ = 2/3, i.e. from τ_ref = (2/3) κ_ref / κ_λ on a grey T(τ) law
     tau = (2.0 / 3.0) * kappa[:, -1:] / kappa[:, :-1]
     temperature_nodes = stars.teff[:, None] * (0.75 * (np.clip(tau, 0.05, 20.0) + 2.0 / 3.0)) ** 0.25
     log_flux_nodes = -np.log(np.expm1(_HC_OVER_K / (nodes[None, :] * temperature_nodes))) - 5.0 * np.log(nodes)
-    log_flux = np.array([np.interp(wavelength, nodes, row) for row in log_flux_nodes])
-    reference = np.array([np.interp(_H_REFERENCE_WAVELENGTH, nodes, row) for row in log_flux_nodes])
+    log_flux = log_flux_nodes @ _interpolation_weights(wavelength, nodes).T
+    reference = (log_flux_nodes @ _interpolation_weights(np.array([_H_REFERENCE_WAVELENGTH]), nodes).T)[:, 0]
     reddening = ((wavelength / 21590.0) ** -_EXTINCTION_SLOPE - (_H_REFERENCE_WAVELENGTH / 21590.0) ** -_EXTINCTION_SLOPE)
     scale = _F_H_ZERO * 10.0 ** (-0.4 * h_mag)
     flux = scale[:, None] * np.exp(log_flux - reference[:, None]) * 10.0 ** (-0.4 * extinction[:, None] * reddening)

@@ -46,8 +46,6 @@ Mészáros et al.):
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
 
@@ -61,7 +59,7 @@ __all__ = [
     "STAR_CLASSES",
     "X_FE_LABELS",
     "population",
-    "label_columns",
+    "LABEL_NAMES",
     "physics_labels",
     "true_label_table",
 ]
@@ -77,6 +75,9 @@ STAR_CLASSES = ("red_giant", "red_clump", "dwarf", "m_dwarf", "yso", "hot")
 X_FE_ELEMENTS = tuple(e for e in ASPCAP_ELEMENTS if e != "Fe")
 X_FE_LABELS = tuple(f"{e.upper()}_FE" for e in X_FE_ELEMENTS)
 """The 25 ``[X/Fe]`` columns (Fe itself is ``FE_H``)."""
+
+LABEL_NAMES = ("TEFF", "LOGG", "FE_H", "M_H", "ALPHA_M", *X_FE_LABELS)
+"""The label columns of a population (pipeline-like; ``TRUE_<name>`` holds the truth)."""
 
 #: element -> (offset, coefficient of [α/Fe], coefficient of [Fe/H], intrinsic scatter)
 ELEMENT_TRENDS = {
@@ -676,9 +677,3 @@ def _flags(pipeline, truth, snr) -> dict[str, np.ndarray]:
     star |= np.where(snr < 10.0, 1 << 4, 0).astype(np.int32)  # LOW_SNR
     star |= np.where(truth["VSINI"] > 30.0, 1 << 17, 0).astype(np.int32)  # SUSPECT_BROAD_LINES
     return {"ASPCAPFLAG": aspcap, "STARFLAG": star}
-
-
-def label_columns(stars: pd.DataFrame, *, true: bool) -> Sequence[str]:
-    """Names of the label columns in *stars* (pipeline-like or ``TRUE_``-prefixed)."""
-    names = ("TEFF", "LOGG", "FE_H", "M_H", "ALPHA_M", *X_FE_LABELS)
-    return [f"TRUE_{n}" if true else n for n in names]

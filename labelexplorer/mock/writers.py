@@ -36,7 +36,7 @@ from .._files import atomic_path
 from ..exceptions import ShapeError
 from ..labels import ASPCAP_ELEMENTS, MISSING
 from ..preprocess.grid import APOGEE_LOG_START, APOGEE_LOG_STEP, APOGEE_N_PIXELS, CHIP_RANGES
-from .stellar import X_FE_ELEMENTS, X_FE_LABELS
+from .stellar import X_FE_LABELS
 
 __all__ = ["write_allstar", "write_apstar", "write_aspcapstar", "write_bytes", "write_hdulist", "write_lamost_catalog",
            "apstar_bytes", "aspcapstar_bytes", "apstar_name", "aspcapstar_name", "chip_mask", "fparam_scale",

@@ -40,6 +40,7 @@ _BUILTIN_MODELS = {
     "slam": "labelexplorer.models.slam",
     "bcnn-censored": "labelexplorer.models.bcnn",
     "bcnn": "labelexplorer.models.bcnn",
+    "galaxy-cnn": "labelexplorer.models.galaxy_cnn",
 }
 
 

@@ -37,8 +37,9 @@ nothing to the loss.
 
 Inference: ``mc_passes`` Monte Carlo dropout passes. The layers in front of the first
 dropout (first convolution, each element's first dense layer) are deterministic, so they
-run once per spectrum and only the stochastic rest is repeated (one batched forward over
-``passes × spectra`` rows). Mean = mean over passes; model variance = variance over
+run once per spectrum and only the stochastic rest is repeated, batched over passes
+(:func:`mc_samples`: groups of passes × spectra rows, small blocks that stay in cache on
+a CPU, tens of thousands of rows on a GPU). Mean = mean over passes; model variance = variance over
 passes; predictive variance = exp(mean over passes of the log-variance output). Masks
 come from one seeded generator per dropout layer (``random_state``), so predictions are
 reproducible at a given ``mc_batch_size`` (the chunking decides which random numbers a
@@ -67,7 +68,7 @@ from ..prediction import LabelPrediction
 from ..preprocess.grid import APOGEE_N_PIXELS, gap_removed_wavelength, n_gap_removed, remove_gaps
 from ..spectra import Spectra
 from .base import LabelModel, dataset_hash, register_model
-from .nn.device import (autocast, choose_device, forked_rng, memory_budget, precision_agrees, resolve_precision, rows_per_chunk,
+from .nn.device import (autocast, choose_device, flush_denormals, forked_rng, memory_budget, precision_agrees, resolve_precision, rows_per_chunk,
                         run_in_chunks)
 from .nn.layers import (DropoutStreams, MCDropout, StopGrad, apply_max_norm, dropout_disabled, n_parameters,
                         number_dropout_layers, stopgrad_passthrough)
@@ -85,10 +86,12 @@ _DEFAULT_HIDDEN = (32, 16)
 _TRUNK_HIDDEN = (192, 64)
 _KERNEL = 8
 _INIT_STD = 0.05
-# float32 values alive per pass, spectrum and pixel during an MC forward (activations,
-# masks, pooling); sizes the chunks of spectra so they fit in memory
-_FLOATS_PER_PASS_PIXEL = 16
-_MAX_PASS_ROWS = {"cpu": 2048, "cuda": 65536}
+# float32 values alive per row and pixel during a forward (activations, masks, pooling)
+_FLOATS_PER_ROW_PIXEL = 16
+# Rows (passes x spectra) per stochastic forward. On the CPU small blocks that stay in the
+# caches are fastest (benchmarks/bench_bcnn.py: ~32-64 rows); a GPU wants large ones.
+_ROWS_PER_FORWARD = {"cpu": 48, "cuda": 32768}
+_CPU_CHUNK_SPECTRA = 32
 _REFERENCE_SPECTRA = 256
 _REFERENCE_PASSES = 32
 
@@ -284,28 +287,36 @@ class CensoredBCNNNetwork(nn.Module):
 
 
 def mc_samples(network: nn.Module, x: torch.Tensor, passes: int, streams: DropoutStreams | None = None, *,
-               batched: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               batched: bool = True, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Monte Carlo dropout draws of ``(value, log_var)``, each ``(passes, b, n_labels)``.
 
     ``batched=True`` computes the deterministic stems once and runs the stochastic rest
-    over ``passes × b`` rows in one forward; ``batched=False`` is the naive way, *passes*
-    full forwards. With the same *streams* seed both give the same draws on the CPU.
+    for groups of passes, each group one forward over ``group × b`` rows (*rows* rows at
+    most; default: all passes at once). ``batched=False`` is the naive way: *passes* full
+    forwards. With the same *streams* seed both give the same draws on the CPU.
 
     Examples
     --------
     >>> net = BCNNNetwork(64, 2, 0.3)
     >>> x = torch.randn(3, 64)
-    >>> fast, _ = mc_samples(net, x, 4, DropoutStreams(1))
+    >>> fast, _ = mc_samples(net, x, 4, DropoutStreams(1), rows=6)
     >>> slow, _ = mc_samples(net, x, 4, DropoutStreams(1), batched=False)
     >>> fast.shape, bool(torch.allclose(fast, slow, atol=1e-6))
     (torch.Size([4, 3, 2]), True)
     """
     b = x.shape[0]
-    if batched:
-        value, log_var = network.heads(network.stems(x), streams, repeats=passes)
-        return value.reshape(passes, b, -1), log_var.reshape(passes, b, -1)
-    draws = [network(x, streams) for _ in range(passes)]
-    return torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws])
+    if not batched:
+        draws = [network(x, streams) for _ in range(passes)]
+        return torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws])
+    stems = network.stems(x)
+    group = passes if rows is None else max(1, min(passes, rows // max(b, 1)))
+    values, log_vars = [], []
+    for start in range(0, passes, group):
+        repeats = min(group, passes - start)
+        value, log_var = network.heads(stems, streams, repeats=repeats)
+        values.append(value.reshape(repeats, b, -1))
+        log_vars.append(log_var.reshape(repeats, b, -1))
+    return torch.cat(values), torch.cat(log_vars)
 
 
 # ============================================================================ helpers
@@ -435,7 +446,7 @@ class BCNN(LabelModel):
         --------
         >>> from labelexplorer.models.nn import n_parameters
         >>> n_parameters(BCNN().network_for(["TEFF", "LOGG"]))
-        1455962
+        1455194
         """
         names = [canonical_label(name) for name in label_names]
         windows = self._layout(names, wavelength)
@@ -590,12 +601,16 @@ class BCNN(LabelModel):
         return np.median(total, axis=0)
 
     # ------------------------------------------------------------------ inference
-    def _mc_chunk(self, passes: int, n_pixels: int, device: torch.device) -> int:
+    def _mc_layout(self, passes: int, n_pixels: int, device: torch.device, *, grad: bool = False) -> tuple[int, int]:
+        """Spectra per chunk and rows per stochastic forward for *passes* MC passes."""
+        rows = _ROWS_PER_FORWARD.get(device.type, _ROWS_PER_FORWARD["cpu"])
         if self.mc_batch_size:
-            return int(self.mc_batch_size)
-        bytes_per_spectrum = passes * n_pixels * _FLOATS_PER_PASS_PIXEL * 4
-        by_rows = max(1, _MAX_PASS_ROWS.get(device.type, 2048) // max(passes, 1))
-        return rows_per_chunk(bytes_per_spectrum, device, maximum=by_rows)
+            return int(self.mc_batch_size), rows
+        if device.type == "cpu":
+            return _CPU_CHUNK_SPECTRA, rows
+        # a chunk's stems plus one forward of `rows` rows (3x for the graph kept by autograd)
+        bytes_per_spectrum = (1 + min(passes, rows)) * n_pixels * _FLOATS_PER_ROW_PIXEL * 4 * (3 if grad else 1)
+        return rows_per_chunk(bytes_per_spectrum, device, maximum=max(1, rows)), rows
 
     def _mc_moments(self, x: np.ndarray, passes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         """Standardised MC mean, model variance, mean log-variance (each (n, L)) and the precision used."""
@@ -605,10 +620,12 @@ class BCNN(LabelModel):
         streams = DropoutStreams(self.random_state, device)
         check_bf16 = self.precision == "auto" and precision == "bfloat16"
 
+        chunk, rows_per_forward = self._mc_layout(passes, x.shape[1], device)
+
         def moments(rows: slice, use_streams, use_precision):
             xb = torch.as_tensor(x[rows], device=device)
-            with torch.no_grad(), autocast(device, use_precision):
-                value, log_var = mc_samples(network, xb, passes, use_streams)
+            with torch.no_grad(), autocast(device, use_precision), flush_denormals():
+                value, log_var = mc_samples(network, xb, passes, use_streams, rows=rows_per_forward)
             value, log_var = value.float(), log_var.float()
             return value.mean(0), value.var(0, unbiased=False), log_var.mean(0)
 
@@ -628,7 +645,7 @@ class BCNN(LabelModel):
             precision = "float32"
             return [t.cpu().numpy() for t in reference]
 
-        parts = run_in_chunks(run, len(x), self._mc_chunk(passes, x.shape[1], device))
+        parts = run_in_chunks(run, len(x), chunk)
         mean, model_var, log_var = (np.concatenate([p[i] for p in parts]).astype(np.float64) for i in range(3))
         return mean, model_var, log_var, precision
 
@@ -696,16 +713,16 @@ class BCNN(LabelModel):
         network = self.network_.to(device)
         streams = DropoutStreams(self.random_state, device)
         repeats = max(passes, 1)
+        chunk, rows_per_forward = self._mc_layout(repeats, x.shape[1], device, grad=True)
 
         def gradient(rows: slice) -> np.ndarray:
             xb = torch.as_tensor(x[rows], device=device).requires_grad_(True)
             off = dropout_disabled(network) if passes == 0 else contextlib.nullcontext()
-            with stopgrad_passthrough(network), off:
-                value, _ = mc_samples(network, xb, repeats, streams if passes else None)
+            with stopgrad_passthrough(network), off, flush_denormals():
+                value, _ = mc_samples(network, xb, repeats, streams if passes else None, rows=rows_per_forward)
             (grad,) = torch.autograd.grad(value[..., column].mean(0).sum(), xb)
             return grad.cpu().numpy()
 
-        chunk = self._mc_chunk(3 * repeats, x.shape[1], device)  # the backward pass keeps activations
         grads = np.concatenate(run_in_chunks(gradient, len(x), chunk)) * self.label_std_[column]
         grads[spectra.mask] = 0.0
         return grads

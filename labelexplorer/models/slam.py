@@ -62,7 +62,7 @@ from ..spectra import Spectra
 from .base import LabelModel, dataset_hash, load_npz, register_model, save_npz
 from .svr_kernel import SVRBank
 
-__all__ = ["SLAM", "LabelFitter"]
+__all__ = ["SLAM", "LabelFitter", "FitResult"]
 
 _BOX_MARGIN = 0.1  # fraction of the training label range the fit may leave the training box by
 _MAX_TEMPLATES = 2000  # training stars used as χ² templates for the initial guess
@@ -468,6 +468,11 @@ class SLAM(LabelModel):
     >>> pred = model.predict(spec)
     >>> bool(np.median(np.abs(pred["TEFF"].mean - teff)) < 100)
     True
+    >>> model.model_spectra(np.array([[5000.0]])).shape  # the forward model
+    (1, 12)
+    >>> cod = model.compute_cod(spec, {"TEFF": teff})  # coefficients of dependence
+    >>> cod.label_names, bool(cod.full.max() > 0.9)
+    (['TEFF'], True)
     """
 
     quick_hyperparameters = {"c_grid": (10.0,), "gamma_grid": (0.3,), "n_folds": 3, "n_jobs": 1,
@@ -727,7 +732,10 @@ class SLAM(LabelModel):
         return self._fitter
 
     def fit_labels(self, spectra: Spectra) -> FitResult:
-        """The raw fit (standardised labels, Hessian, convergence) of every spectrum."""
+        """The raw fit (standardised labels, Hessian, convergence) of every spectrum.
+
+        :meth:`predict` turns it into a LabelPrediction; see the class example.
+        """
         self._check_fitted("fit labels")
         spectra = self._check_spectra(spectra, "predict")
         good = ~spectra.mask

@@ -143,6 +143,7 @@ class LabelPlane(pn.viewable.Viewer):
         super().__init__(state=state, **params)
         self._pane = pn.pane.HoloViews(sizing_mode="fixed", width=self.width + 90, height=self.height + 10)
         self._message = pn.pane.Alert("", alert_type="info", visible=False)
+        self._refreshing = False
         self._refresh()
         self.param.watch(self._refresh, ["x", "y", "colour", "show"])
         self.state.param.watch(self._refresh, ["catalog", "method", "reference"])
@@ -155,8 +156,13 @@ class LabelPlane(pn.viewable.Viewer):
 
     def _refresh(self, *_) -> None:
         """Update the widget choices, then draw once (however many parameters changed)."""
-        with param.parameterized.discard_events(self):
+        if self._refreshing:
+            return
+        self._refreshing = True
+        try:
             self._update_choices()
+        finally:
+            self._refreshing = False
         self._redraw()
 
     def _update_choices(self) -> None:

@@ -10,6 +10,16 @@ each, e.g. a max-norm constraint), compute the validation loss, then
 * stop after ``early_stopping_patience`` epochs without improvement and restore the
   weights of the best epoch (the best epoch's weights are always the result).
 
+Options used by the galaxy CNN (Wu & Boada 2019, fastai style); the defaults keep the
+behaviour above: ``optimizer="adamw"`` with ``weight_decay`` (decoupled weight decay,
+Loshchilov & Hutter 2017); ``schedule="cosine-restarts"``, a cosine annealing of the
+learning rate at every step from its initial value down to ``min_lr`` over cycles of
+``restart_epochs · restart_mult^k`` epochs, restarted at the top after each cycle
+(Loshchilov & Hutter 2016; the plateau reduction is then off); and
+``parameter_groups`` given to :func:`train`, each with its own learning-rate multiplier
+(discriminative learning rates) and a number of initial epochs during which it is
+frozen (no gradient, no update).
+
 Reproducibility and resuming: torch's global generator is re-seeded from
 ``(seed, epoch)`` at the start of every epoch and its state is recorded after every
 step, so a run interrupted and resumed follows the same trajectory as an uninterrupted
@@ -49,7 +59,7 @@ from ...exceptions import LabelExplorerError, ModelFileError
 from .device import flush_denormals, forked_rng
 
 __all__ = ["TrainingSettings", "TrainingResult", "train", "split_indices", "optimizer_tensors",
-           "load_optimizer_tensors", "module_tensors"]
+           "load_optimizer_tensors", "module_tensors", "cosine_restart_factor"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -77,6 +87,11 @@ class TrainingSettings:
     checkpoint_dir: str | Path | None = None
     progress: bool = True
     description: str = "training"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "plateau"
+    restart_epochs: int = 1
+    restart_mult: int = 1
 
 
 @dataclasses.dataclass
@@ -128,6 +143,39 @@ def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[np.nda
 
 def _derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def cosine_restart_factor(position: float, restart_epochs: int, restart_mult: int) -> float:
+    """Cosine-annealing factor in [0, 1] at *position* epochs, with warm restarts.
+
+    Cycles last ``restart_epochs · restart_mult^k`` epochs; the factor falls from 1 at
+    the start of a cycle to 0 at its end.
+
+    Examples
+    --------
+    >>> [round(cosine_restart_factor(t, 1, 2), 3) for t in (0.0, 0.5, 1.0, 2.0, 3.0)]
+    [1.0, 0.5, 1.0, 0.5, 1.0]
+    """
+    start, length = 0.0, float(restart_epochs)
+    while position >= start + length:
+        start, length = start + length, length * restart_mult
+    return 0.5 * (1.0 + math.cos(math.pi * (position - start) / length))
+
+
+def _make_optimizer(module: torch.nn.Module, settings: TrainingSettings,
+                    parameter_groups: Sequence[Mapping] | None) -> torch.optim.Optimizer:
+    """Adam or AdamW over *parameter_groups* (``params``, ``lr_scale``, ``frozen_epochs``), or all parameters."""
+    if settings.optimizer not in ("adam", "adamw"):
+        raise LabelExplorerError(f"optimizer: expected 'adam' or 'adamw', got {settings.optimizer!r}")
+    if settings.schedule not in ("plateau", "cosine-restarts"):
+        raise LabelExplorerError(f"schedule: expected 'plateau' or 'cosine-restarts', got {settings.schedule!r}")
+    groups = [{"params": list(module.parameters())}] if parameter_groups is None else [
+        {"params": list(group["params"]), "lr_scale": float(group.get("lr_scale", 1.0)),
+         "frozen_epochs": int(group.get("frozen_epochs", 0))} for group in parameter_groups]
+    kind = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    # the fused kernel updates every tensor in one pass: several times faster than the default on CPU
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
+    return kind(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=fused)
 
 
 def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -266,7 +314,7 @@ def _after_epoch(state: _LoopState, settings: TrainingSettings, val_loss: float,
         plateau_best, plateau_wait = monitored, 0
     else:
         plateau_wait += 1
-        if plateau_wait >= settings.lr_patience:
+        if plateau_wait >= settings.lr_patience and settings.schedule == "plateau":
             lr, plateau_wait = max(lr * settings.lr_factor, settings.min_lr), 0
     best_loss, best_epoch, early_wait = state.best_loss, state.best_epoch, state.early_wait
     if monitored < best_loss - settings.min_delta or best_epoch == 0:
@@ -285,7 +333,9 @@ def _after_epoch(state: _LoopState, settings: TrainingSettings, val_loss: float,
 def train(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
           data: Mapping[str, torch.Tensor], settings: TrainingSettings, *, device: torch.device,
           constrain: Callable[[torch.nn.Module], None] | None = None,
-          callbacks: Sequence[Callable[[dict], None]] = (), fingerprint: str = "") -> TrainingResult:
+          callbacks: Sequence[Callable[[dict], None]] = (), fingerprint: str = "",
+          parameter_groups: Sequence[Mapping] | None = None,
+          rows: tuple[np.ndarray, np.ndarray] | None = None) -> TrainingResult:
     """Train *module* in place; on return it holds the weights of the best epoch.
 
     Parameters
@@ -307,6 +357,14 @@ def train(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], to
         training like Ctrl-C.
     fingerprint : str
         Identifies the data and hyperparameters; a checkpoint with another one is refused.
+    parameter_groups : sequence of mappings, optional
+        Each with ``params`` (parameters of *module*), ``lr_scale`` (multiplies the
+        learning rate; default 1) and ``frozen_epochs`` (epochs at the start during which
+        they are not trained; default 0). Default: one group of every parameter.
+    rows : (train_rows, validation_rows), optional
+        Row positions of *data* to train on and to validate on, for a split the caller
+        made (e.g. stratified by class); the rest of *data* is not used. Default: a random
+        split by ``settings.validation_fraction``.
 
     Returns
     -------
@@ -326,9 +384,10 @@ def train(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], to
     n_rows = len(data[names[0]])
     if any(len(value) != n_rows for value in data.values()):
         raise LabelExplorerError("train: every data tensor needs the same number of rows")
-    run = _Run(module, loss_fn, data, settings, device, constrain, fingerprint)
+    run = _Run(module, loss_fn, data, settings, device, constrain, fingerprint, parameter_groups, rows)
     with contextlib.ExitStack() as cleanup:
         cleanup.enter_context(flush_denormals())
+        cleanup.callback(run.unfreeze)
         bar = _progress_bar(settings, run.state)
         if bar is not None:
             cleanup.callback(bar.close)
@@ -350,16 +409,30 @@ def train(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], to
     return TrainingResult(list(state.history), state.best_epoch, state.stopped_early, run.resumed_from)
 
 
+def _given_rows(rows, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The caller's (train, validation) row positions, checked."""
+    train_rows, val_rows = (np.asarray(part, dtype=np.int64).ravel() for part in rows)
+    if train_rows.size == 0:
+        raise LabelExplorerError("train: rows= gives no training row")
+    for part in (train_rows, val_rows):
+        if part.size and (part.min() < 0 or part.max() >= n_rows):
+            raise LabelExplorerError(f"train: rows= positions must lie in [0, {n_rows})")
+    return train_rows, val_rows
+
+
 class _Run:
     """One training run: its data split, optimizer, checkpoint and current state."""
 
-    def __init__(self, module, loss_fn, data, settings: TrainingSettings, device, constrain, fingerprint: str):
+    def __init__(self, module, loss_fn, data, settings: TrainingSettings, device, constrain, fingerprint: str,
+                 parameter_groups: Sequence[Mapping] | None = None,
+                 rows: tuple[np.ndarray, np.ndarray] | None = None):
         self.module, self.loss_fn, self.data, self.settings = module, loss_fn, data, settings
         self.device, self.constrain = device, constrain
         n_rows = len(next(iter(data.values())))
-        self.train_rows, self.val_rows = split_indices(n_rows, settings.validation_fraction, settings.seed)
+        self.train_rows, self.val_rows = (split_indices(n_rows, settings.validation_fraction, settings.seed)
+                                          if rows is None else _given_rows(rows, n_rows))
         self.batches_per_epoch = max(1, math.ceil(self.train_rows.size / settings.batch_size))
-        self.optimizer = torch.optim.Adam(module.parameters(), lr=settings.learning_rate)
+        self.optimizer = _make_optimizer(module, settings, parameter_groups)
         self.checkpoint = _Checkpoint(settings.checkpoint_dir, fingerprint) if settings.checkpoint_dir else None
         self.state, self.best, self.resumed_from = _LoopState(lr=settings.learning_rate), {}, None
         self.in_step = False  # True while parameters are being updated (an interrupt there is not saved)
@@ -372,8 +445,11 @@ class _Run:
     def epoch(self) -> dict:
         """Finish the current epoch (from wherever it stands); returns its record."""
         settings, state = self.settings, self.state
+        self._set_learning_rates(state.lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = state.lr
+            frozen = state.epoch < group.get("frozen_epochs", 0)
+            for parameter in group["params"]:
+                parameter.requires_grad_(not frozen)
         if state.step == 0:
             torch.manual_seed(_derived_seed(settings.seed, state.epoch, 0))
         order = torch.randperm(self.train_rows.size, generator=torch.Generator().manual_seed(
@@ -388,8 +464,25 @@ class _Run:
             self.checkpoint.save(self.state, self.module, self.best, self.optimizer)
         return self.state.history[-1]
 
+    def _set_learning_rates(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    def unfreeze(self) -> None:
+        """Make every parameter trainable again (frozen groups are frozen only during training)."""
+        for group in self.optimizer.param_groups:
+            for parameter in group["params"]:
+                parameter.requires_grad_(True)
+
     def _step(self, index: torch.Tensor, step: int) -> None:
         batch = {key: value[index].to(self.device, non_blocking=True) for key, value in self.data.items()}
+        lr = self.state.lr
+        if self.settings.schedule == "cosine-restarts":
+            settings = self.settings
+            factor = cosine_restart_factor(self.state.epoch + step / self.batches_per_epoch, settings.restart_epochs,
+                                           settings.restart_mult)
+            lr = settings.min_lr + (settings.learning_rate - settings.min_lr) * factor
+            self._set_learning_rates(lr)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.module, batch)
         if not torch.isfinite(loss):
@@ -401,7 +494,7 @@ class _Run:
         if self.constrain is not None:
             self.constrain(self.module)
         state = self.state
-        self.state = dataclasses.replace(state, step=step + 1,
+        self.state = dataclasses.replace(state, step=step + 1, lr=lr,
                                          loss_sum=state.loss_sum + float(loss.detach()) * index.numel(),
                                          loss_count=state.loss_count + index.numel(), rng=_rng_states(self.device))
         self.in_step = False
