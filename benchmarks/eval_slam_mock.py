@@ -257,6 +257,8 @@ def main(argv=None) -> None:
     parser.add_argument("--n-jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-cod", dest="cod", action="store_false")
     parser.add_argument("--no-apogee", dest="apogee", action="store_false")
+    parser.add_argument("--no-lamost", dest="lamost", action="store_false", help="skip LAMOST (and the real files)")
+    parser.add_argument("--save-model", help="directory to save the LAMOST-trained model in")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
@@ -265,8 +267,11 @@ def main(argv=None) -> None:
     universe = make_universe(args.universe, n_stars=args.n_stars, n_spectra=args.n_apogee, n_galaxies=0,
                              n_lamost=args.n_lamost, seed=args.seed, workers=args.n_jobs, progress=False)
     timed(f"mock universe ready: {universe}")
-    model = lamost_part(universe, args)
-    real_lamost_part(model, args)
+    if args.lamost:
+        model = lamost_part(universe, args)
+        if args.save_model:
+            model.save(args.save_model)
+        real_lamost_part(model, args)
     if args.apogee:
         apogee_part(universe, args)
     timed("done")

@@ -142,22 +142,70 @@ def _files_from_list(path: Path) -> list[str]:
     return _resolve_listed((line for line in lines if not line.strip().startswith("#")), path)
 
 
+_CARD, _BLOCK = 80, 2880
+
+
+def _header_cards(handle, max_blocks: int = 64) -> dict[str, str] | None:
+    """The next FITS header's keyword values (raw text, quotes removed), or None at end of file."""
+    cards: dict[str, str] = {}
+    for _ in range(max_blocks):
+        block = handle.read(_BLOCK)
+        if len(block) < _BLOCK:
+            return None
+        for i in range(0, _BLOCK, _CARD):
+            card = block[i:i + _CARD].decode("ascii", "replace")
+            key = card[:8].strip()
+            if key == "END":
+                return cards
+            if card[8:10] == "= ":
+                cards[key] = card[10:].split("/")[0].strip().strip("'").strip()
+    return None
+
+
+def _data_bytes(cards: dict[str, str]) -> int:
+    """Bytes of the data unit after a header (padded to whole blocks)."""
+    axes = int(cards.get("NAXIS", "0") or 0)
+    if axes == 0:
+        return 0
+    size = int(np.prod([int(cards.get(f"NAXIS{i}", "0") or 0) for i in range(1, axes + 1)]))
+    size = abs(int(cards.get("BITPIX", "8"))) // 8 * int(cards.get("GCOUNT", "1") or 1) * (
+        int(cards.get("PCOUNT", "0") or 0) + size)
+    return -(-size // _BLOCK) * _BLOCK
+
+
+def _table_columns(path: Path) -> list[str]:
+    """Column names of HDU1 when it is a binary table, from the raw header cards (cheap on any file)."""
+    import gzip
+
+    try:
+        with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as handle:
+            primary = _header_cards(handle)
+            if primary is None or primary.get("SIMPLE") != "T":
+                return []
+            handle.seek(_data_bytes(primary), os.SEEK_CUR)
+            extension = _header_cards(handle)
+    except (OSError, ValueError, EOFError):
+        return []
+    if not extension or extension.get("XTENSION") != "BINTABLE":
+        return []
+    return [extension.get(f"TTYPE{i}", "") for i in range(1, int(extension.get("TFIELDS", "0") or 0) + 1)]
+
+
 def _files_from_fits_table(path: Path) -> list[str] | None:
     """The paths listed in HDU1 of a FITS table (an allStar-like list), or None if it is not one."""
     from astropy.io import fits
 
+    column = _path_column(_table_columns(path), str(path))
+    if column is None:
+        return None  # a spectrum file (or a bad one, reported when it is read)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with fits.open(path, memmap=True) as hdul:
-                if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
-                    return None
-                column = _path_column(hdul[1].columns.names, str(path))
-                if column is None or hdul[1].columns[column].format[-1:] != "A":
-                    return None
                 values = np.char.strip(np.asarray(hdul[1].data.field(column)).astype(str))
-    except (OSError, ValueError, TypeError, IndexError, KeyError):
-        return None  # not a table we can list: it is read later as a spectrum file (and reported if bad)
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise FileFormatError(f"{path}: unreadable table of input files ({exc}); expected a FITS binary table "
+                              f"with a {column} column of paths") from exc
     return _resolve_listed(values, path)
 
 
@@ -753,11 +801,11 @@ def predict_catalog(model_or_dir, inputs, output, *, fits=None, batch_size: int 
     files = expand_inputs(inputs)
     with _model_source(model_or_dir, output.parent) as source:
         key = _run_key(source.fingerprint, files, int(batch_size), read_options)
-        if resume and output.is_file() and Catalog.open(output).meta.get("run_key") == key:
-            catalog = Catalog.open(output)
+        finished = Catalog.open(output) if resume and output.is_file() else None
+        if finished is not None and finished.meta.get("run_key") == key:
             if fits is not None:
-                catalog.to_fits(fits)
-            return catalog
+                finished.to_fits(fits)
+            return finished
         run_meta = _run_meta(source, key, int(batch_size), read_options)
         batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
         ledger = _Ledger.start(_work_dir(output), key, len(batches), run_meta, resume)

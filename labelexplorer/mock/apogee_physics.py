@@ -7,36 +7,37 @@ A continuum-normalised spectrum is built from the line list of
 CN and computed CO bands, Brackett and helium series) in four vectorised steps:
 
 1. **One photospheric point per star.** At the layer where the H-band continuum forms
-   (temperature ``0.9 Teff``), the gas and electron pressures solve hydrostatic
-   equilibrium ``P_g = (2/3) g / κ`` together with the Saha ionisation of H, He and the
-   electron donors (Na, Mg, Al, Si, K, Ca, Fe, C). The continuous opacity at 1.5–1.7 µm is
-   H⁻ bound-free (it vanishes at its 1.64 µm threshold) and free-free, hydrogen
-   bound-free/free-free and electron scattering (formulas of Gray, *The Observation and
-   Analysis of Stellar Photospheres*). C, N and O are shared between free atoms, CO, CN,
-   OH and N₂ by dissociation equilibrium with partition functions from the molecular
-   constants.
+   (T = Teff, τ = 2/3 of a grey atmosphere), the gas and electron pressures solve
+   hydrostatic equilibrium ``P_g = (2/3) g / κ`` together with the Saha ionisation of H,
+   He and the electron donors (C, Na, Mg, Al, Si, K, Ca, Fe) of a model atmosphere with
+   ASPCAP's two composition dimensions, ``[Fe/H]`` and ``[α/M]`` (label ``ALPHA_M``). The
+   continuous opacity at 1.5–1.7 µm is H⁻ bound-free (vanishing at its 1.64 µm threshold)
+   and free-free, hydrogen bound-free/free-free and electron scattering (formulas of Gray,
+   *The Observation and Analysis of Stellar Photospheres*). C, N and O are shared between
+   free atoms, CO, CN, OH and N₂ by dissociation equilibrium, with partition functions from
+   the molecular constants.
 2. **Line strengths.** For each star and line, the ratio of line to continuous opacity at
-   the line centre ``η0 = σ(gf) n_lower / κ_c`` follows from the abundance (solar
-   Asplund et al. 2009 scaled by ``[Fe/H]`` and ``[X/Fe]``), the Saha fraction of the
-   line's ionisation stage, the Boltzmann factor ``10^(-θ χ)`` and the partition function,
-   the Doppler width ``b = sqrt(2kT/m + ξ²)`` (microturbulence ξ = ``VMICRO``).
+   the line centre ``η0 = σ(gf) n_lower / κ_c`` follows from the star's abundance of the
+   line's element (Asplund et al. 2009 solar values + ``[Fe/H]`` + ``[X/Fe]``), the Saha
+   fraction of the line's ionisation stage, the Boltzmann factor ``10^(-θ χ)``, the
+   partition function and the Doppler width ``b = sqrt(2kT/m + ξ²)`` (ξ = ``VMICRO``).
    Molecular lines use the molecule's number density and partition function. Damping
-   (radiative + van der Waals on neutral H, which grows with gravity) gives each atomic
-   line a Lorentzian wing.
+   (radiative + van der Waals on neutral H, which grows with gravity) gives atomic lines
+   Lorentzian wings.
 3. **Curve of growth at instrumental resolution.** A line of peak opacity ratio ``η0``
-   and Doppler width ``Δλ_D`` has the equivalent width ``W = D Δλ_D √π h(η0)``
-   (``h`` linear, then flat: the curve of growth) where the saturation depth
-   ``D = 1 − B_λ(0.75 Teff) / B_λ(Teff)`` is how dark an opaque line core gets. The
-   observed line is drawn as a Gaussian of the instrumental width (R = 22,500, 1.37 px)
-   with the amplitude that keeps ``W``, so blended lines add their opacities:
-   ``flux = 1 − D (1 − exp(−Σ_lines amplitude × profile))``. Profiles are precomputed
-   sparse matrices (a few tens of pixels per line), so a batch of stars costs a few
-   sparse products ``amplitudes (n, n_lines) @ profiles (n_lines, 8575)``.
-   Brackett lines are Stark broadened (Holtsmark wings ∝ Δλ^-5/2, width ∝ n_e^(2/3),
-   so their wings grow with gravity); their profiles are interpolated between
-   precomputed widths.
-4. **Broadening.** Rotation (``VSINI``, limb-darkened kernel) and macroturbulence are a
-   per-star convolution in velocity, i.e. in pixels on the log-linear grid (FFT).
+   and Doppler width ``Δλ_D`` has the equivalent width ``W = D Δλ_D √π h(η0)`` (``h``
+   linear, then flat: the Doppler curve of growth; the wings add the damping part), where
+   ``D = 1 − B_λ(0.75 Teff) / B_λ(Teff)`` is how dark an opaque core gets and weak lines
+   reach ``D_grey η0`` with the grey-atmosphere ``D_grey`` (surface at 0.84 Teff). Each
+   line is drawn as a Gaussian of the instrumental width (R = 22,500) holding ``W``, and
+   blends add their opacities: ``flux = 1 − D (1 − exp(−Σ_lines amplitude × profile))``.
+   The profiles are precomputed sparse matrices (a few tens of pixels per line), so a batch
+   of stars costs a few sparse products ``amplitudes (n, n_lines) @ profiles (n_lines, 8575)``.
+   Hydrogenic lines (H I Brackett, He II) are Stark broadened: Holtsmark-like profiles with
+   wings ∝ Δλ^-5/2 and widths ∝ n_e^(2/3), interpolated between profiles precomputed on a
+   grid of electron densities, so they widen and strengthen with gravity.
+4. **Broadening.** Rotation (``VSINI``, limb-darkened kernel) and macroturbulence
+   (``VMACRO``) are a per-star convolution in velocity, i.e. in pixels on the log-linear grid.
 
 :func:`continuum_shape` gives the flux-calibrated continuum (emergent ``B_λ`` at the
 depth the H⁻ opacity minimum lets one see, 2MASS H zero point, A_K extinction, a
@@ -52,12 +53,12 @@ in M dwarfs, telluric absorption and the diffuse interstellar band are not inclu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import sparse
+from scipy import fft, sparse
 from scipy.special import erf
 
 from ..exceptions import LabelError, ShapeError, SpectrumError
@@ -84,7 +85,6 @@ _PIXEL_KMS = _C_KMS * np.log(10.0) * APOGEE_LOG_STEP  # 4.14 km/s per pixel
 _SIGMA_LSF_KMS = _C_KMS / APOGEE_RESOLUTION / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 _SIGMA_INTRINSIC_KMS = 1.5  # typical thermal + microturbulent core folded into the base profile
 _SIGMA_BASE_PX = np.hypot(_SIGMA_LSF_KMS, _SIGMA_INTRINSIC_KMS) / _PIXEL_KMS
-_LINE_TEMPERATURE = 1.0  # T of the line-forming layer / Teff
 _SURFACE_TEMPERATURE = 0.75  # T where an opaque line core forms / Teff
 _GREY_SURFACE_TEMPERATURE = 0.84  # (1/2)^(1/4): the top of a grey atmosphere, which sets weak-line depths
 _F_H_ZERO = 1.133e7  # 2MASS H zero point (Cohen et al. 2003) in apStar units of 1e-17 erg/s/cm²/Å
@@ -182,18 +182,21 @@ def _label(labels: Mapping, name: str, n: int | None, default: float | None = No
     return array
 
 
+_ALPHA_DONORS = ("Mg", "Si", "Ca")
+
+
 @dataclass
 class _Stars:
     """Labels of a batch of stars, checked and with defaults filled in."""
 
     teff: np.ndarray
     logg: np.ndarray
-    feh: np.ndarray
     vmicro: np.ndarray
     vsini: np.ndarray
     vmacro: np.ndarray
-    log_eps: dict  # element symbol -> log10 N(X)/N(H), per star
-    line_abundance: dict  # ASPCAP line-list element -> [X/H] offset used for its lines
+    log_eps: dict  # element symbol -> log10 N(X)/N(H) of the star, per star (sets its lines)
+    atmosphere_log_eps: dict  # the same for the model atmosphere: [Fe/H] and [α/M] only
+    line_abundance: dict  # ASPCAP line-list element -> [X/H] that sets its lines
     carbon_isotope_ratio: np.ndarray
 
     @property
@@ -201,9 +204,11 @@ class _Stars:
         return self.teff.size
 
     def subset(self, rows: slice) -> "_Stars":
-        return _Stars(self.teff[rows], self.logg[rows], self.feh[rows], self.vmicro[rows], self.vsini[rows],
-                      self.vmacro[rows], {k: v[rows] for k, v in self.log_eps.items()},
-                      {k: v[rows] for k, v in self.line_abundance.items()}, self.carbon_isotope_ratio[rows])
+        values = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            values[field.name] = {k: v[rows] for k, v in value.items()} if isinstance(value, dict) else value[rows]
+        return _Stars(**values)
 
 
 def _stars(labels: Mapping) -> _Stars:
@@ -213,26 +218,33 @@ def _stars(labels: Mapping) -> _Stars:
     n = teff.size
     logg = _label(labels, "LOGG", n, bounds=(-1.0, 6.0))
     feh = _label(labels, "FE_H", n, bounds=(-5.0, 1.5))
-    vmicro = _label(labels, "VMICRO", n, default=None if "VMICRO" in labels else 0.0, bounds=(0.0, 20.0))
-    if "VMICRO" not in labels:  # an APOGEE-like relation: ~1 km/s in dwarfs, ~2 km/s at the tip of the RGB
+    # defaults: APOGEE-like microturbulence (~1 km/s in dwarfs, ~2 km/s at the RGB tip) and
+    # macroturbulence (~3 km/s in dwarfs, ~5 km/s in giants); 12C/13C ~20 in dredged-up giants, 89 in dwarfs
+    vmicro = _label(labels, "VMICRO", n, default=0.0, bounds=(0.0, 20.0))
+    if "VMICRO" not in labels:
         vmicro = np.clip(2.48 - 0.325 * logg, 0.6, 3.0)
-    vsini = _label(labels, "VSINI", n, default=0.0, bounds=(0.0, 600.0))
-    vmacro = _label(labels, "VMACRO", n, default=None if "VMACRO" in labels else 0.0, bounds=(0.0, 50.0))
-    if "VMACRO" not in labels:  # ~3 km/s in dwarfs, ~5 km/s in giants
+    vmacro = _label(labels, "VMACRO", n, default=0.0, bounds=(0.0, 50.0))
+    if "VMACRO" not in labels:
         vmacro = 3.0 + 2.0 * np.clip((4.4 - logg) / 3.0, 0.0, 1.0)
-    ratio = 20.0 + 69.0 * np.clip(logg - 3.0, 0.0, 1.0)  # 12C/13C: dredged-up giants ~20, dwarfs 89
-    if "C12_C13" in labels:
-        ratio = _label(labels, "C12_C13", n, bounds=(1.0, 1e4))
-    offsets = {}
-    for aspcap in ("C", "CI", "N", "O", "Na", "Mg", "Al", "Si", "P", "S", "K", "Ca", "Ti", "TiII", "V", "Cr",
-                   "Mn", "Co", "Ni", "Cu", "Ge", "Ce", "Rb", "Y", "Nd"):
-        offsets[aspcap] = feh + _label(labels, f"{aspcap.upper()}_FE", n, default=0.0, bounds=(-3.0, 3.0))
-    offsets["Fe"] = feh
-    log_eps = {}
+    vsini = _label(labels, "VSINI", n, default=0.0, bounds=(0.0, 600.0))
+    ratio = _label(labels, "C12_C13", n, default=1.0, bounds=(1.0, 1e4))
+    if "C12_C13" not in labels:
+        ratio = 20.0 + 69.0 * np.clip(logg - 3.0, 0.0, 1.0)
+    x_fe = {aspcap: _label(labels, f"{aspcap.upper()}_FE", n, default=0.0, bounds=(-3.0, 3.0))
+            for aspcap in ("C", "CI", "N", "O", "Na", "Mg", "Al", "Si", "P", "S", "K", "Ca", "Ti", "TiII", "V",
+                           "Cr", "Mn", "Co", "Ni", "Cu", "Ge", "Ce", "Rb", "Y", "Nd")}
+    line_abundance = {aspcap: feh + value for aspcap, value in x_fe.items()}
+    line_abundance["Fe"] = feh
+    # the model atmosphere, as in ASPCAP's grids, knows only [M/H] and [α/M]: an element's own
+    # abundance changes its lines (and molecules), not the electron pressure of the continuum
+    alpha = _label(labels, "ALPHA_M", n, default=0.0, bounds=(-1.0, 1.5))
+    log_eps, atmosphere = {}, {}
+    zero = np.zeros(n)
     for symbol, (solar, *_rest) in _ELEMENTS.items():
-        scale = offsets.get(symbol, feh if symbol not in ("H", "He") else np.zeros(n))
-        log_eps[symbol] = solar - 12.0 + scale
-    return _Stars(teff, logg, feh, vmicro, vsini, vmacro, log_eps, offsets, ratio)
+        metal = symbol not in ("H", "He")
+        log_eps[symbol] = solar - 12.0 + line_abundance.get(symbol, feh if metal else zero)
+        atmosphere[symbol] = solar - 12.0 + (feh + (alpha if symbol in _ALPHA_DONORS else 0.0) if metal else zero)
+    return _Stars(teff, logg, vmicro, vsini, vmacro, log_eps, atmosphere, line_abundance, ratio)
 
 
 # ============================================================================================= photosphere
@@ -260,7 +272,7 @@ def _stage_fractions(symbol: str, temperature: np.ndarray, p_e: np.ndarray) -> n
 
 def _donor_constants(stars: _Stars, temperature: np.ndarray) -> tuple:
     """Abundances and Saha constants (n_donors, n) of the electron donors: ε, Φ1, Φ2."""
-    eps = np.array([10.0 ** stars.log_eps[s] for s in _DONORS])
+    eps = np.array([10.0 ** stars.atmosphere_log_eps[s] for s in _DONORS])
     phi1 = np.array([_saha(s, 0, temperature) for s in _DONORS])
     phi2 = np.array([_saha(s, 1, temperature) for s in _DONORS])
     return eps, phi1, phi2
@@ -325,11 +337,11 @@ class _Photosphere:
 
 def _photosphere(stars: _Stars) -> _Photosphere:
     """Solve P_g = (2/3) g / κ with Saha ionisation at the continuum-forming layer (vectorised)."""
-    temperature = _LINE_TEMPERATURE * stars.teff
+    temperature = stars.teff
     gravity = 10.0 ** stars.logg
-    helium = 10.0 ** stars.log_eps["He"]
+    helium = 10.0 ** stars.atmosphere_log_eps["He"]
     mass_per_h = _M_H * (1.0 + 3.97 * helium) + sum(
-        10.0 ** stars.log_eps[s] * _ELEMENTS[s][1] * _AMU for s in _ELEMENTS if s not in ("H", "He"))
+        10.0 ** stars.atmosphere_log_eps[s] * _ELEMENTS[s][1] * _AMU for s in _ELEMENTS if s not in ("H", "He"))
     donors = _donor_constants(stars, temperature)
     phi_h = _saha("H", 0, temperature)
     reference = _opacity_coefficients(np.array([16000.0]), temperature)
@@ -360,7 +372,8 @@ def _dissociation_constant(name: str, temperature: np.ndarray) -> np.ndarray:
     kt = _K_B * temperature
     translational = (2.0 * np.pi * mu * kt / 6.62607015e-27 ** 2) ** 1.5
     q_molecule = _molecule_partition(name, temperature)
-    return kt * translational * _ATOM_PARTITION[a] * _ATOM_PARTITION[b] / q_molecule * np.exp(-d0 / (_K_EV * temperature))
+    atoms = _ATOM_PARTITION[a] * _ATOM_PARTITION[b]
+    return kt * translational * atoms / q_molecule * np.exp(-d0 / (_K_EV * temperature))
 
 
 def _molecule_partition(name: str, temperature: np.ndarray) -> np.ndarray:
@@ -384,10 +397,12 @@ def _molecules(stars: _Stars, photosphere: _Photosphere) -> dict:
         a_o = 1.0 + p_h / k["OH"]
         s = totals["C"] + totals["O"] + k["12CO"] * a_c * a_o
         co = 2.0 * totals["C"] * totals["O"] / (s + np.sqrt(np.clip(s * s - 4.0 * totals["C"] * totals["O"], 0, None)))
-        p_c = (totals["C"] - co) / a_c
-        p_o = (totals["O"] - co) / a_o
+        tiny = 1e-30 * p_h_total  # keeps the minority atom positive when C or O is all in CO
+        p_c = np.maximum((totals["C"] - co) / a_c, tiny)
+        p_o = np.maximum((totals["O"] - co) / a_o, tiny)
+        # N from (2 / K_N2) p² + (1 + p_C / K_CN) p − P_N = 0 (its stable positive root)
         b = 1.0 + p_c / k["CN"]
-        p_n = 4.0 * totals["N"] / k["N2"] / (b + np.sqrt(b * b + 8.0 * totals["N"] / k["N2"])) * k["N2"] / 2.0
+        p_n = 2.0 * totals["N"] / (b + np.sqrt(b * b + 8.0 * totals["N"] / k["N2"]))
     thirteen = 1.0 / (1.0 + stars.carbon_isotope_ratio)
     return {"12CO": np.log10(co * (1 - thirteen) / p_h_total), "13CO": np.log10(co * thirteen / p_h_total),
             "OH": np.log10(p_o * p_h / k["OH"] / p_h_total), "CN": np.log10(p_c * p_n / k["CN"] / p_h_total)}
@@ -405,8 +420,14 @@ def _curve_of_growth_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _growth(log_eta: np.ndarray) -> np.ndarray:
+    """log10 h(η) for log10 η (linear interpolation on the uniform table; h ≈ η below it)."""
     log_x, log_h = _curve_of_growth_table()
-    return np.where(log_eta < log_x[0], log_eta, np.interp(log_eta, log_x, log_h))
+    step = log_x[1] - log_x[0]
+    position = np.clip((log_eta - log_x[0]) / step, 0.0, log_x.size - 1.001)
+    index = position.astype(np.int32)
+    fraction = position - index
+    value = log_h[index] * (1.0 - fraction) + log_h[index + 1] * fraction
+    return np.where(log_eta < log_x[0], log_eta, value)
 
 
 def _pixel_position(wavelength: np.ndarray) -> np.ndarray:
@@ -442,23 +463,28 @@ def _wing_shape(offset: np.ndarray) -> np.ndarray:
 
 # Holtsmark-like Stark profile (1 + β²)^-5/4 / 2.3963: unit area, far wings ∝ β^-5/2
 _STARK_NORM = 2.39628
-_STARK_WIDTHS = np.geomspace(0.25, 400.0, 26)  # Å, the interpolation nodes of the Brackett widths
+_LOG_NE_NODES = np.linspace(9.0, 17.0, 33)  # log10 n_e (cm⁻³) where the hydrogenic profiles are precomputed
+_HYDROGENIC_DOPPLER_KMS = 13.0  # thermal width of H at 10^4 K (and He at 4x10^4 K), a floor to the Stark width
 
 
-def _stark_matrix(centres_px: np.ndarray, width_angstrom: float, pixel_angstrom: np.ndarray) -> sparse.csr_matrix:
-    """Brackett profiles (per Å) of one Stark width, (n_h_lines, 8575)."""
+def _stark_matrix(centres_px: np.ndarray, widths: np.ndarray) -> sparse.csr_matrix:
+    """Stark profiles (per Å) with one width (Å) per line, (n_lines, 8575)."""
     wavelength = apogee_wavelength()
-    half = int(min(APOGEE_N_PIXELS, np.ceil(80.0 * width_angstrom / pixel_angstrom.min()) + 10))
-    offsets = np.arange(-half, half + 1)
-    columns = np.rint(centres_px)[:, None].astype(int) + offsets[None, :]
-    valid = (columns >= 0) & (columns < APOGEE_N_PIXELS)
-    safe = np.clip(columns, 0, APOGEE_N_PIXELS - 1)
-    centre_wavelength = 10.0 ** (np.log10(wavelength[0]) + APOGEE_LOG_STEP * centres_px)
-    beta = (wavelength[safe] - centre_wavelength[:, None]) / width_angstrom
-    values = (1.0 + beta * beta) ** -1.25 / (_STARK_NORM * width_angstrom)
-    keep = valid & (values > 1e-7 / width_angstrom)
-    rows = np.broadcast_to(np.arange(centres_px.size)[:, None], columns.shape)
-    matrix = sparse.csr_matrix((values[keep], (rows[keep], columns[keep])),
+    pixel_angstrom = wavelength[0] * np.log(10.0) * APOGEE_LOG_STEP
+    rows, columns, values = [], [], []
+    for row, (centre, width) in enumerate(zip(centres_px, widths)):
+        half = int(min(APOGEE_N_PIXELS, np.ceil(80.0 * width / pixel_angstrom) + 10))
+        column = np.arange(max(int(centre) - half, 0), min(int(centre) + half + 1, APOGEE_N_PIXELS))
+        if column.size == 0:
+            continue
+        centre_wavelength = 10.0 ** (np.log10(wavelength[0]) + APOGEE_LOG_STEP * centre)
+        beta = (wavelength[column] - centre_wavelength) / width
+        value = (1.0 + beta * beta) ** -1.25 / (_STARK_NORM * width)
+        keep = value > 1e-7 / width
+        rows.append(np.full(int(keep.sum()), row))
+        columns.append(column[keep])
+        values.append(value[keep])
+    matrix = sparse.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
                                shape=(centres_px.size, APOGEE_N_PIXELS))
     return matrix.astype(np.float32)
 
@@ -474,11 +500,13 @@ class _LineModel:
     cores: sparse.csr_matrix  # (n_lines, 8575)
     wing_rows: np.ndarray  # lines with damping wings (atoms and helium)
     wings: sparse.csr_matrix  # (len(wing_rows), 8575)
-    h_wavelength: np.ndarray
-    h_log_strength: np.ndarray  # log10(π e²/mc · gf/g_4 · λ²/c in Å) per Brackett line
+    h_wavelength: np.ndarray  # hydrogenic lines: H I Brackett and He II
+    h_helium: np.ndarray  # True for He II
+    h_log_strength: np.ndarray  # log10(π e²/mc · f · λ²/c in Å · g_lower / U)
+    h_excitation: np.ndarray
     h_kappa_weights: np.ndarray
     h_stark_factor: np.ndarray  # Stark width / n_e^(2/3), Å
-    h_basis: tuple  # one sparse matrix per entry of _STARK_WIDTHS
+    h_basis: tuple  # one sparse matrix per entry of _LOG_NE_NODES
 
 
 def _interpolation_weights(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -500,30 +528,51 @@ def _species_name(row) -> str:
 @lru_cache(maxsize=1)
 def _line_model() -> _LineModel:
     lines = load_linelist()
-    metals = lines[lines["kind"] != "hydrogen"].reset_index(drop=True)
+    hydrogenic = _hydrogenic_rows(lines)
+    metals = lines[~hydrogenic].reset_index(drop=True)
     species_names = [_species_name(row) for row in metals.itertuples(index=False)]
     species = tuple(sorted(set(species_names)))
     index = np.array([species.index(name) for name in species_names])
     wavelength = metals["wavelength"].to_numpy(float)
-    log_prefactor = np.log10(_PI_E2_MC / np.sqrt(np.pi)) + metals["log_gf"].to_numpy(float) + np.log10(wavelength * 1e-8)
+    log_prefactor = (np.log10(_PI_E2_MC / np.sqrt(np.pi)) + metals["log_gf"].to_numpy(float)
+                     + np.log10(wavelength * 1e-8))
     centres = _pixel_position(wavelength)
     cores = _sparse_profiles(centres, int(np.ceil(5 * _SIGMA_BASE_PX)) + 1, _gaussian_pixels)
     wing_rows = np.flatnonzero(metals["kind"].isin(["atomic", "helium"]).to_numpy())
     wings = _sparse_profiles(centres[wing_rows], _WING_REACH_PX, _wing_shape)
-    hydrogen = lines[lines["kind"] == "hydrogen"]
-    h_wavelength = hydrogen["wavelength"].to_numpy(float)
-    n_upper = np.array([int(label[2:]) for label in hydrogen["label"]])
-    h_log_strength = (np.log10(_PI_E2_MC) + hydrogen["log_gf"].to_numpy(float) - np.log10(32.0)
+    h_lines = lines[hydrogenic]
+    h_wavelength = h_lines["wavelength"].to_numpy(float)
+    helium = (h_lines["species"] == "He II").to_numpy()
+    n_lower, n_upper = np.array([_principal_numbers(label) for label in h_lines["label"]]).T
+    charge = np.where(helium, 2.0, 1.0)
+    # gf / U with U = 2 for H I and He II: the lower level's population per ion is g e^(-χ/kT) / U
+    h_log_strength = (np.log10(_PI_E2_MC) + h_lines["log_gf"].to_numpy(float) - np.log10(2.0)
                       + np.log10((h_wavelength * 1e-8) ** 2 / _C_CMS * 1e8))
-    # linear Stark effect: Δλ = (3 h / 8π² m_e e) (λ²/c) (n_u² − n_l²) F0, F0 = 2.61 e n_e^(2/3);
-    # 2.35 converts that scale to the width of the (1 + β²)^-5/4 profile with the same far wings
-    h_stark_factor = 2.35 * 6.15e-11 * (h_wavelength / 16000.0) ** 2 * (n_upper ** 2 - 16.0)
+    # linear Stark effect of a hydrogenic ion at the normal field F0 = 2.61 e n_e^(2/3):
+    # Δλ = (3 e a0 / 2h) (λ²/c) (n_u² − n_l²) F0 / Z, the width of the (1 + β²)^-5/4 profile. With it an
+    # A0 V star (n_e ~ 1e14 cm⁻³) has Br11 ~ 25 Å wide and Br lines merge near n ~ 20 (Inglis–Teller)
+    h_stark_factor = 6.15e-11 * (h_wavelength / 16000.0) ** 2 * (n_upper ** 2 - n_lower ** 2) / charge
+    floor = h_wavelength * np.hypot(1.2 * _HYDROGENIC_DOPPLER_KMS / _C_KMS, 0.4 / APOGEE_RESOLUTION)
     h_centres = _pixel_position(h_wavelength)
-    pixel_angstrom = apogee_wavelength() * np.log(10.0) * APOGEE_LOG_STEP
-    h_basis = tuple(_stark_matrix(h_centres, width, pixel_angstrom) for width in _STARK_WIDTHS)
+    h_basis = tuple(_stark_matrix(h_centres, np.hypot(h_stark_factor * 10.0 ** (2.0 / 3.0 * log_ne), floor))
+                    for log_ne in _LOG_NE_NODES)
     return _LineModel(wavelength, species, index, log_prefactor, metals["excitation"].to_numpy(float),
-                      _interpolation_weights(wavelength, _KAPPA_NODES), cores, wing_rows, wings, h_wavelength,
-                      h_log_strength, _interpolation_weights(h_wavelength, _KAPPA_NODES), h_stark_factor, h_basis)
+                      _interpolation_weights(wavelength, _KAPPA_NODES), cores, wing_rows, wings, h_wavelength, helium,
+                      h_log_strength, h_lines["excitation"].to_numpy(float),
+                      _interpolation_weights(h_wavelength, _KAPPA_NODES), h_stark_factor, h_basis)
+
+
+def _hydrogenic_rows(lines) -> np.ndarray:
+    """Lines drawn with Stark profiles: the H I Brackett series and He II."""
+    return ((lines["kind"] == "hydrogen") | (lines["species"] == "He II")).to_numpy()
+
+
+def _principal_numbers(label: str) -> tuple[int, int]:
+    """(n_lower, n_upper) from a label ``Br11`` or ``He II 7-12``."""
+    if label.startswith("Br"):
+        return 4, int(label[2:])
+    lower, upper = label.split()[-1].split("-")
+    return int(lower), int(upper)
 
 
 def _species_columns(stars: _Stars, photosphere: _Photosphere, species: tuple) -> dict:
@@ -574,25 +623,28 @@ def _log_weak_line_efficiency(teff: np.ndarray) -> np.ndarray:
 
 
 def _metal_amplitudes(stars: _Stars, photosphere: _Photosphere, model: _LineModel):
-    """Core and wing amplitudes (n, n_lines), (n, n_wing_lines) in units of the opacity ratio."""
+    """Core and wing amplitudes (n, n_lines), (n, n_wing_lines) in units of the opacity ratio (float32)."""
     columns = _species_columns(stars, photosphere, model.species)
     t = photosphere.temperature[:, None]
-    theta = 5040.0 / t
     b_kms = np.sqrt(2.0 * _K_B * t / (columns["mass"][None, :] * _AMU) / 1e10 + stars.vmicro[:, None] ** 2)
+    stimulated = np.log10(-np.expm1(-_HC_OVER_K / (16000.0 * photosphere.temperature)))
+    # everything that depends on the star and the species, gathered once per line
+    per_species = (columns["log_number"] - columns["log_partition"] - np.log10(b_kms * 1e5)
+                   + (stimulated + _log_weak_line_efficiency(stars.teff))[:, None])
     index = model.species_index
-    log_kappa = photosphere.log_kappa_nodes @ model.kappa_weights.T
-    stimulated = np.log10(-np.expm1(-_HC_OVER_K / (16000.0 * photosphere.temperature)))[:, None]
-    log_eta = (model.log_prefactor[None, :] + columns["log_number"][:, index] - theta * model.excitation[None, :]
-               - columns["log_partition"][:, index] - np.log10(b_kms * 1e5)[:, index] - log_kappa + stimulated)
-    log_eta = _apply_line_labels(stars, model, log_eta) + _log_weak_line_efficiency(stars.teff)[:, None]
+    log_eta = per_species.astype(np.float32)[:, index]
+    log_eta += model.log_prefactor.astype(np.float32)[None, :]
+    log_eta -= np.outer(5040.0 / photosphere.temperature, model.excitation).astype(np.float32)
+    log_eta -= (photosphere.log_kappa_nodes @ model.kappa_weights.T).astype(np.float32)
+    _apply_line_labels(stars, log_eta)
     # the equivalent width of the intrinsic line, W = D Δλ_D √π h(η0), drawn as a Gaussian of the
     # instrumental width: its peak opacity ratio is W / (D σ √(2π)) = Δλ_D h(η0) / (σ √2)
-    doppler_ratio = b_kms / (np.sqrt(2.0) * _SIGMA_BASE_PX * _PIXEL_KMS)
+    doppler_ratio = (b_kms / (np.sqrt(2.0) * _SIGMA_BASE_PX * _PIXEL_KMS)).astype(np.float32)
     cores = doppler_ratio[:, index] * 10.0 ** _growth(log_eta)
+    # far damping wing of the Voigt profile, η0 (a/√π) (Δλ_D/Δλ)², on the wing profile of core radius w
     damping = columns["gamma"] * (16000e-8) / (4.0 * np.pi * b_kms * 1e5)
-    wing_index = index[model.wing_rows]
-    wing_scale = (damping / np.sqrt(np.pi) * (b_kms / (_WING_CORE_PX * _PIXEL_KMS)) ** 2)[:, wing_index]
-    wings = 10.0 ** log_eta[:, model.wing_rows] * wing_scale
+    wing_scale = (damping / np.sqrt(np.pi) * (b_kms / (_WING_CORE_PX * _PIXEL_KMS)) ** 2).astype(np.float32)
+    wings = 10.0 ** log_eta[:, model.wing_rows] * wing_scale[:, index[model.wing_rows]]
     return cores, wings
 
 
@@ -600,42 +652,46 @@ def _metal_amplitudes(stars: _Stars, photosphere: _Photosphere, model: _LineMode
 def _label_groups() -> tuple:
     """(ASPCAP element, line indices) for lines whose abundance label is not their element's (C I, Ti II)."""
     lines = load_linelist()
-    metals = lines[lines["kind"] != "hydrogen"].reset_index(drop=True)
+    metals = lines[~_hydrogenic_rows(lines)].reset_index(drop=True)
     return tuple((element, np.flatnonzero(metals["element"].to_numpy() == element)) for element in _ASPCAP_SYMBOL)
 
 
-def _apply_line_labels(stars: _Stars, model: _LineModel, log_eta: np.ndarray) -> np.ndarray:
-    """C I lines follow CI_FE and Ti II lines TIII_FE (ASPCAP fits them separately from C and Ti)."""
+def _apply_line_labels(stars: _Stars, log_eta: np.ndarray) -> None:
+    """C I lines follow CI_FE and Ti II lines TIII_FE (ASPCAP fits them apart from C and Ti); in place."""
     for element, rows in _label_groups():
         symbol = _ASPCAP_SYMBOL[element]
-        log_eta[:, rows] += (stars.line_abundance[element] - stars.line_abundance[symbol])[:, None]
-    return log_eta
+        log_eta[:, rows] += (stars.line_abundance[element] - stars.line_abundance[symbol]).astype(np.float32)[:, None]
 
 
 def _hydrogen_opacity(stars: _Stars, photosphere: _Photosphere, model: _LineModel) -> np.ndarray:
-    """Brackett opacity ratio (n, 8575), Stark profiles interpolated between the precomputed widths."""
+    """Opacity ratio (n, 8575) of the Stark-broadened hydrogenic lines (H I Brackett, He II).
+
+    The profiles depend on the star through n_e only: each star interpolates linearly in
+    log n_e between two of the precomputed profile sets.
+    """
     t = photosphere.temperature
     theta = 5040.0 / t
-    n4 = np.log10(photosphere.neutral_h) + np.log10(32.0 / 2.0) - theta * 13.598434 * (1 - 1 / 16.0)
+    he_ii = np.log10(np.clip(_stage_fractions("He", t, photosphere.p_e)[1], 1e-300, None)) + stars.log_eps["He"]
+    ion = np.where(model.h_helium[None, :], he_ii[:, None], np.log10(photosphere.neutral_h)[:, None])
     stimulated = np.log10(-np.expm1(-_HC_OVER_K / (16000.0 * t)))
     log_kappa = photosphere.log_kappa_nodes @ model.h_kappa_weights.T
-    log_strength = ((n4 + stimulated + _log_weak_line_efficiency(stars.teff))[:, None] + model.h_log_strength[None, :]
-                    - log_kappa)  # Å
-    stark = model.h_stark_factor[None, :] * photosphere.electron_density[:, None] ** (2.0 / 3.0)
-    doppler = np.sqrt(2.0 * _K_B * t / _M_H / 1e10 + stars.vmicro ** 2)[:, None] / _C_KMS * model.h_wavelength
-    width = np.sqrt(stark ** 2 + (1.2 * doppler) ** 2 + (0.4 * model.h_wavelength / APOGEE_RESOLUTION) ** 2)
-    position = np.interp(np.log(width), np.log(_STARK_WIDTHS), np.arange(_STARK_WIDTHS.size))
-    lower = np.clip(np.floor(position).astype(int), 0, _STARK_WIDTHS.size - 2)
-    fraction = np.clip(position - lower, 0.0, 1.0)
+    log_strength = (ion - theta[:, None] * model.h_excitation[None, :] + model.h_log_strength[None, :] - log_kappa
+                    + (stimulated + _log_weak_line_efficiency(stars.teff))[:, None])  # Å
     strength = 10.0 ** log_strength
-    visible = strength / width > 1e-5  # peak opacity ratio worth drawing
+    log_ne = np.log10(photosphere.electron_density)
+    position = np.interp(log_ne, _LOG_NE_NODES, np.arange(_LOG_NE_NODES.size))
+    lower = np.clip(np.floor(position).astype(int), 0, _LOG_NE_NODES.size - 2)
+    fraction = np.clip(position - lower, 0.0, 1.0)[:, None]
+    width = model.h_stark_factor[None, :] * photosphere.electron_density[:, None] ** (2.0 / 3.0) + 1.0
+    visible = (strength / width).max(axis=1) > 1e-4  # stars whose strongest line is worth drawing
     eta = np.zeros((stars.n, APOGEE_N_PIXELS), dtype=np.float32)
     for node, basis in enumerate(model.h_basis):
-        weight = np.where(lower == node, 1.0 - fraction, 0.0) + np.where(lower + 1 == node, fraction, 0.0)
-        coefficients = np.where(visible, strength * weight, 0.0)
-        rows = np.flatnonzero(coefficients.any(axis=1))
-        if rows.size:
-            eta[rows] += np.asarray((basis.T @ coefficients[rows].T.astype(np.float32)).T)
+        rows = np.flatnonzero(visible & ((lower == node) | (lower + 1 == node)))
+        if rows.size == 0:
+            continue
+        weight = np.where((lower[rows] == node)[:, None], 1.0 - fraction[rows], fraction[rows])
+        coefficients = (strength[rows] * weight).astype(np.float32)
+        eta[rows] += (basis.T @ coefficients.T).T
     return eta
 
 
@@ -663,41 +719,61 @@ def _broadening_kernels(vsini: np.ndarray, vmacro: np.ndarray, half: int) -> np.
 
 
 def _broaden(flux: np.ndarray, stars: _Stars) -> np.ndarray:
-    """Convolve each spectrum with its rotation and macroturbulence kernel (pixel = velocity step)."""
-    reach = np.max(stars.vsini + 4.0 * stars.vmacro / 2.3548) / _PIXEL_KMS
-    half = int(np.ceil(reach)) + 2
-    kernels = _broadening_kernels(stars.vsini, stars.vmacro, half)
-    n_fft = 1 << int(np.ceil(np.log2(APOGEE_N_PIXELS + 2 * half + 1)))
-    padded = np.ones((flux.shape[0], n_fft))
-    padded[:, half:half + APOGEE_N_PIXELS] = flux
-    shifted = np.zeros((flux.shape[0], n_fft))
-    shifted[:, :2 * half + 1] = kernels
-    result = np.fft.irfft(np.fft.rfft(padded, axis=1) * np.fft.rfft(shifted, axis=1), n_fft, axis=1)
-    return result[:, 2 * half:2 * half + APOGEE_N_PIXELS]
+    """Convolve each spectrum with its rotation and macroturbulence kernel (pixel = velocity step).
+
+    Stars are grouped by kernel reach: narrow kernels (slow rotators, most stars) are applied as
+    a short sum of shifted spectra, wide ones (fast rotators) by FFT.
+    """
+    reach = np.ceil((stars.vsini + 4.0 * stars.vmacro / 2.3548) / _PIXEL_KMS).astype(int) + 1
+    reach = np.where(reach > 12, np.maximum(reach, 13), reach)
+    out = np.empty_like(flux)
+    for half in np.unique(np.minimum(reach, 13)):
+        rows = np.flatnonzero(np.minimum(reach, 13) == half)
+        half = int(reach[rows].max())
+        kernels = _broadening_kernels(stars.vsini[rows], stars.vmacro[rows], half).astype(flux.dtype)
+        padded = np.ones((rows.size, APOGEE_N_PIXELS + 2 * half), dtype=flux.dtype)
+        padded[:, half:half + APOGEE_N_PIXELS] = flux[rows]
+        if half <= 12:
+            result = np.zeros((rows.size, APOGEE_N_PIXELS), dtype=flux.dtype)
+            term = np.empty_like(result)
+            for k in range(2 * half + 1):  # kernel[k] weights the pixel at offset half - k
+                np.multiply(kernels[:, k:k + 1], padded[:, 2 * half - k:2 * half - k + APOGEE_N_PIXELS], out=term)
+                result += term
+        else:
+            n_fft = fft.next_fast_len(padded.shape[1] + 2 * half, real=True)
+            spectrum = fft.rfft(padded, n_fft, axis=1) * fft.rfft(kernels, n_fft, axis=1)
+            result = fft.irfft(spectrum, n_fft, axis=1)[:, 2 * half:2 * half + APOGEE_N_PIXELS]
+        out[rows] = result
+    return out
 
 
-def _normalized_block(stars: _Stars, model: _LineModel, saturation_basis: np.ndarray) -> np.ndarray:
+def _normalized_block(stars: _Stars, model: _LineModel) -> np.ndarray:
     photosphere = _photosphere(stars)
     cores, wings = _metal_amplitudes(stars, photosphere, model)
     eta = np.asarray((model.cores.T @ cores.T.astype(np.float32)).T)
     eta += np.asarray((model.wings.T @ wings.T.astype(np.float32)).T)
     eta += _hydrogen_opacity(stars, photosphere, model)
-    nodes = np.array([15100.0, 16050.0, 17000.0])
-    depth = _saturation_depth(stars.teff, nodes) @ saturation_basis
-    flux = 1.0 - depth * -np.expm1(-eta)
-    return _broaden(flux, stars).astype(np.float32)
+    flux = 1.0 - _saturation_map(stars.teff) * -np.expm1(-eta)
+    return _broaden(flux, stars)
+
+
+_SATURATION_NODES = np.array([15100.0, 16050.0, 17000.0])
 
 
 @lru_cache(maxsize=1)
 def _saturation_basis() -> np.ndarray:
-    """Quadratic interpolation matrix from 3 wavelength nodes to the 8575 pixels."""
-    nodes = np.array([15100.0, 16050.0, 17000.0])
+    """Quadratic interpolation matrix from the 3 saturation-depth nodes to the 8575 pixels."""
     wavelength = apogee_wavelength()
     basis = np.empty((3, wavelength.size))
-    for k in range(3):
-        others = [nodes[j] for j in range(3) if j != k]
-        basis[k] = np.prod([(wavelength - o) / (nodes[k] - o) for o in others], axis=0)
+    for k, node in enumerate(_SATURATION_NODES):
+        others = [other for other in _SATURATION_NODES if other != node]
+        basis[k] = np.prod([(wavelength - o) / (node - o) for o in others], axis=0)
     return basis
+
+
+def _saturation_map(teff: np.ndarray) -> np.ndarray:
+    """The opaque-core depth D on every pixel, (n, 8575) float32 (it varies slowly with λ)."""
+    return (_saturation_depth(teff, _SATURATION_NODES) @ _saturation_basis()).astype(np.float32)
 
 
 def normalized_flux(labels: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -709,8 +785,11 @@ def normalized_flux(labels: Mapping[str, np.ndarray]) -> np.ndarray:
         Arrays of length n: ``TEFF`` (K, 2000–60,000), ``LOGG`` (dex), ``FE_H``; optional
         ``VMICRO`` (km/s; default an APOGEE-like function of logg), ``VSINI`` (km/s; default 0),
         ``VMACRO`` (km/s; default 3–5 with lower gravity), ``C12_C13`` (default 20 in giants,
-        89 in dwarfs) and ``<X>_FE`` for the ASPCAP elements (``MG_FE``, ``C_FE``, ``N_FE``,
-        ``O_FE``, ``CI_FE``, ``TIII_FE``, ...; a missing key means the solar ratio, 0).
+        89 in dwarfs), ``ALPHA_M`` (the model atmosphere's [α/M]; default 0) and ``<X>_FE``
+        for the ASPCAP elements (``MG_FE``, ``C_FE``, ``N_FE``, ``O_FE``, ``CI_FE`` for the
+        C I lines, ``TIII_FE`` for the Ti II lines, ...; a missing key means the solar ratio, 0).
+        An ``<X>_FE`` changes the lines of X (and CO, CN, OH for C, N, O) only, as in ASPCAP.
+        Other keys are ignored.
 
     Returns
     -------
@@ -729,23 +808,25 @@ def normalized_flux(labels: Mapping[str, np.ndarray]) -> np.ndarray:
     >>> flux = normalized_flux({"TEFF": [4800.0, 9500.0], "LOGG": [2.5, 4.0], "FE_H": [0.0, 0.0]})
     >>> flux.shape, flux.dtype
     ((2, 8575), dtype('float32'))
-    >>> bool(flux[0].min() < 0.6 and 0.95 < np.median(flux[0]) <= 1.0)  # a giant: many deep lines
+    >>> bool(flux[0].min() < 0.75 and 0.95 < np.median(flux[0]) <= 1.0)  # a giant: deep lines, clear continuum
+    True
+    >>> bool(np.median(flux[1]) < np.median(flux[0]))  # an A star: broad Brackett lines everywhere
     True
     """
     stars = _stars(labels)
     model = _line_model()
-    basis = _saturation_basis()
     out = np.empty((stars.n, APOGEE_N_PIXELS), dtype=np.float32)
     for start in range(0, stars.n, _MAX_BATCH):
         rows = slice(start, min(start + _MAX_BATCH, stars.n))
-        out[rows] = _normalized_block(stars.subset(rows), model, basis)
+        out[rows] = _normalized_block(stars.subset(rows), model)
     return out
 
 
 # ============================================================================================= continuum
-def _chip_response(wavelength: np.ndarray) -> np.ndarray:
+@lru_cache(maxsize=1)
+def _chip_response() -> np.ndarray:
     """Residual instrument response of the apStar flux calibration: per-chip level and tilt, edge roll-off."""
-    response = np.zeros(wavelength.size)
+    response = np.zeros(APOGEE_N_PIXELS, dtype=np.float32)
     levels = ((1.00, -0.02), (1.02, 0.01), (0.98, 0.02))  # (level, tilt across the chip)
     for (start, end), (level, tilt) in zip(CHIP_RANGES["dr13"], levels):
         index = np.arange(start, end)
@@ -753,6 +834,21 @@ def _chip_response(wavelength: np.ndarray) -> np.ndarray:
         edge = np.minimum(index - start, end - 1 - index)
         response[start:end] = level * (1.0 + tilt * x) * (1.0 - 0.35 * np.exp(-edge / 2.0))
     return response
+
+
+def _escape_temperature(teff: np.ndarray, photosphere: _Photosphere, wavelength: np.ndarray) -> np.ndarray:
+    """Temperature of the layer from which each wavelength escapes, (n, n_wavelengths).
+
+    τ_λ = 2/3 lies deeper where the continuum is more transparent: on a grey law
+    T⁴ = ¾ Teff⁴ (τ + ⅔) with τ = ⅔ (κ_H / κ_λ)^(1/3), κ_H the mean over the H band. Near the
+    1.64 µm H⁻ threshold one sees deeper, hotter gas, which flattens the H band of cool stars.
+    The cube root softens the H⁻ contrast for the line and molecular blanketing that fills the
+    window in real stars; with it, cool giants are flat across the band as in real apStar files.
+    """
+    kappa = _continuum_opacity(_opacity_coefficients(wavelength, photosphere.temperature), photosphere.p_e,
+                               photosphere.neutral_h, photosphere.electrons)
+    tau = (2.0 / 3.0) * (kappa.mean(axis=1, keepdims=True) / kappa) ** (1.0 / 3.0)
+    return teff[:, None] * (0.75 * (tau + 2.0 / 3.0)) ** 0.25
 
 
 def continuum_shape(labels: Mapping[str, np.ndarray], ak=None) -> np.ndarray:
@@ -791,18 +887,14 @@ def continuum_shape(labels: Mapping[str, np.ndarray], ak=None) -> np.ndarray:
     wavelength = apogee_wavelength()
     photosphere = _photosphere(stars)
     nodes = np.linspace(15000.0, 17100.0, 22)
-    kappa = _continuum_opacity(_opacity_coefficients(np.append(nodes, 12500.0), photosphere.temperature),
-                               photosphere.p_e, photosphere.neutral_h, photosphere.electrons)
-    # the continuum at λ escapes from τ_λ = 2/3, i.e. from τ_ref = (2/3) κ_ref / κ_λ on a grey T(τ) law
-    tau = (2.0 / 3.0) * kappa[:, -1:] / kappa[:, :-1]
-    temperature_nodes = stars.teff[:, None] * (0.75 * (np.clip(tau, 0.05, 20.0) + 2.0 / 3.0)) ** 0.25
+    temperature_nodes = _escape_temperature(stars.teff, photosphere, nodes)
     log_flux_nodes = -np.log(np.expm1(_HC_OVER_K / (nodes[None, :] * temperature_nodes))) - 5.0 * np.log(nodes)
-    log_flux = log_flux_nodes @ _interpolation_weights(wavelength, nodes).T
     reference = (log_flux_nodes @ _interpolation_weights(np.array([_H_REFERENCE_WAVELENGTH]), nodes).T)[:, 0]
-    reddening = ((wavelength / 21590.0) ** -_EXTINCTION_SLOPE - (_H_REFERENCE_WAVELENGTH / 21590.0) ** -_EXTINCTION_SLOPE)
-    scale = _F_H_ZERO * 10.0 ** (-0.4 * h_mag)
-    flux = scale[:, None] * np.exp(log_flux - reference[:, None]) * 10.0 ** (-0.4 * extinction[:, None] * reddening)
-    return (flux * _chip_response(wavelength)[None, :]).astype(np.float32)
+    reddening = (nodes / 21590.0) ** -_EXTINCTION_SLOPE - (_H_REFERENCE_WAVELENGTH / 21590.0) ** -_EXTINCTION_SLOPE
+    log_scale = np.log(_F_H_ZERO) - 0.4 * np.log(10.0) * h_mag - reference
+    log_nodes = log_flux_nodes + log_scale[:, None] - 0.4 * np.log(10.0) * extinction[:, None] * reddening[None, :]
+    flux = np.exp((log_nodes @ _interpolation_weights(wavelength, nodes).T).astype(np.float32))
+    return flux * _chip_response()[None, :]
 
 
 # ============================================================================================= observing
@@ -834,7 +926,8 @@ def _instrument() -> dict:
     for centre, level in zip(centres, brightness):
         window = slice(max(int(centre) - 8, 0), min(int(centre) + 9, APOGEE_N_PIXELS))
         sky_profile[window] += level * np.exp(-0.5 * ((pixels[window] - centre) / _SIGMA_LSF_KMS * _PIXEL_KMS) ** 2)
-    return dict(on_chip=on_chip, edge=edge, bad_columns=bad[bad < APOGEE_N_PIXELS], sky=sky_profile)
+    return dict(on_chip=on_chip, chip_pixels=chip_pixels, edge_factor=1.0 + 300.0 * np.exp(-edge / 1.5),
+                bad_columns=bad[bad < APOGEE_N_PIXELS], sky=sky_profile)
 
 
 def _generators(rng, n: int) -> list:
@@ -845,12 +938,12 @@ def _generators(rng, n: int) -> list:
     raise SpectrumError(f"rng: expected a numpy Generator or a sequence of {n} Generators (one per spectrum)")
 
 
-def _visit_errors(model_flux, sky, instrument, snr_visit):
-    """Noise of one visit before the final scaling: photon noise of star and sky, sky-subtraction
-    residuals (2 % of the sky), read noise, and the steep rise at the chip edges."""
-    level = np.median(model_flux[instrument["on_chip"]])
-    variance = (model_flux + sky) * level / snr_visit ** 2 + (0.02 * sky) ** 2 + (0.15 * level / snr_visit) ** 2
-    return np.sqrt(variance) * (1.0 + 300.0 * np.exp(-instrument["edge"] / 1.5))
+def _visit_errors(model_flux, level, sky, instrument, snr_visit):
+    """Noise of one visit before the final scaling: photon noise of star and sky (*level* is the
+    star's median flux), sky-subtraction residuals (2 % of the sky), read noise, and the steep
+    rise at the chip edges."""
+    variance = (model_flux + sky) * (level / snr_visit ** 2) + (0.02 * sky) ** 2 + (0.15 * level / snr_visit) ** 2
+    return np.sqrt(variance) * instrument["edge_factor"]
 
 
 def _visit_artefacts(rng, instrument, n_pix: int):
@@ -865,8 +958,7 @@ def _visit_artefacts(rng, instrument, n_pix: int):
     bad = bad[on_chip[bad]]
     bitmask[bad] |= _BIT["BADPIX"] | _BIT["BADDARK"] | _BIT["BADFLAT"] | _BIT["NOT_ENOUGH_PSF"]
     factor[bad] *= 1.2
-    chip_pixels = np.flatnonzero(on_chip)
-    cosmic = rng.choice(chip_pixels, size=int(rng.poisson(4.0)), replace=False)
+    cosmic = instrument["chip_pixels"][rng.integers(0, instrument["chip_pixels"].size, size=rng.poisson(4.0))]
     bitmask[cosmic] |= _BIT["CRPIX"]
     factor[cosmic] *= 1.1
     if rng.random() < 0.3:  # persistence on the green chip, strongest at its red end
@@ -883,40 +975,41 @@ def _visit_artefacts(rng, instrument, n_pix: int):
 
 
 def _observe_star(model_flux, snr, rng, instrument, n_visits):
+    """apStar rows (flux, error, bitmask) and visit S/N of one star; errors scaled to the requested S/N."""
     n_pix = model_flux.size
     on_chip = instrument["on_chip"]
-    level = np.median(model_flux[on_chip])
+    level = float(np.mean(model_flux[on_chip]))
     sky_scale = _F_H_ZERO * 10.0 ** (-0.4 * 12.0) * rng.lognormal(0.0, 0.4, size=n_visits)
     visit_snr = snr / np.sqrt(n_visits) * rng.lognormal(0.0, 0.15, size=n_visits)
-    errors, bitmasks, excesses = [], [], []
+    errors = np.empty((n_visits, n_pix))
+    excess = np.empty((n_visits, n_pix))
+    bitmasks = np.empty((n_visits, n_pix), dtype=np.int64)
     for visit in range(n_visits):
         sky = sky_scale[visit] * instrument["sky"]
-        bitmask, excess, factor = _visit_artefacts(rng, instrument, n_pix)
-        bitmask[on_chip & (sky > 0.2 * np.maximum(model_flux, 1e-30))] |= _BIT["SIG_SKYLINE"]
-        errors.append(_visit_errors(model_flux, sky, instrument, visit_snr[visit]) * factor)
-        bitmasks.append(bitmask)
-        excesses.append(excess * level)
-    errors = np.array(errors)
-    combined_error = 1.0 / np.sqrt(np.sum(1.0 / errors ** 2, axis=0))
-    either = np.bitwise_or.reduce(np.array(bitmasks), axis=0)
+        bitmasks[visit], excess[visit], factor = _visit_artefacts(rng, instrument, n_pix)
+        bitmasks[visit, on_chip & (sky > 0.2 * model_flux)] |= _BIT["SIG_SKYLINE"]
+        errors[visit] = _visit_errors(model_flux, level, sky, instrument, visit_snr[visit]) * factor
+    either = np.bitwise_or.reduce(bitmasks, axis=0)
     good = on_chip & ((either & _BAD_VALUE) == 0)
+    weights = 1.0 / errors ** 2
+    combined_error = 1.0 / np.sqrt(weights.sum(axis=0))
     scale = np.median(model_flux[good] / combined_error[good]) / snr
     errors *= scale
-    visit_snr = np.array([np.median(model_flux[good] / e[good]) for e in errors])
-    fluxes = [model_flux + excesses[visit] + errors[visit] * rng.standard_normal(n_pix) for visit in range(n_visits)]
-    fluxes = np.array(fluxes)
-    weights = 1.0 / errors ** 2
-    combined = np.sum(weights * fluxes, axis=0) / np.sum(weights, axis=0)
-    combined_error = 1.0 / np.sqrt(np.sum(weights, axis=0))
-    bitmasks = np.array(bitmasks)
+    weights /= scale ** 2
+    if n_visits == 1:
+        visit_snr = np.array([snr])
+    else:  # every third good pixel is plenty for the header value
+        visit_snr = np.median(model_flux[good][::3] / errors[:, good][:, ::3], axis=1)
+    fluxes = model_flux + excess * level + errors * rng.standard_normal((n_visits, n_pix), dtype=np.float32)
     if n_visits == 1:
         flux_rows, error_rows, mask_rows = fluxes, errors, bitmasks
     else:
-        global_weights = 1.0 / np.median(errors[:, good] ** 2, axis=1)[:, None]
-        global_flux = np.sum(global_weights * fluxes, axis=0) / global_weights.sum()
-        global_error = np.sqrt(np.sum(global_weights ** 2 * errors ** 2, axis=0)) / global_weights.sum()
-        flux_rows = np.vstack([combined, global_flux, fluxes])
-        error_rows = np.vstack([combined_error, global_error, errors])
+        total = weights.sum(axis=0)
+        global_weights = 1.0 / np.mean(errors[:, good] ** 2, axis=1)[:, None]
+        global_flux = (global_weights * fluxes).sum(axis=0) / global_weights.sum()
+        global_error = np.sqrt((global_weights ** 2 * errors ** 2).sum(axis=0)) / global_weights.sum()
+        flux_rows = np.vstack([(weights * fluxes).sum(axis=0) / total, global_flux, fluxes])
+        error_rows = np.vstack([1.0 / np.sqrt(total), global_error, errors])
         mask_rows = np.vstack([either, np.bitwise_and.reduce(bitmasks, axis=0), bitmasks])
     gap = ~on_chip
     flux_rows[:, gap] = 0.0

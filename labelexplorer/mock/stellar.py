@@ -225,15 +225,16 @@ def true_label_table(stars: pd.DataFrame) -> pd.DataFrame:
 def physics_labels(stars: pd.DataFrame) -> dict[str, np.ndarray]:
     """The dict of true label arrays the spectral physics modules take.
 
-    Keys: ``TEFF, LOGG, FE_H, VMICRO, VSINI`` and every ``<X>_FE``.
+    Keys: ``TEFF, LOGG, FE_H, ALPHA_M, VMICRO, VSINI`` and every ``<X>_FE``; ALPHA_M lets
+    the model atmosphere follow [α/M] as in ASPCAP, the ``<X>_FE`` set each element's lines.
 
     Examples
     --------
     >>> labels = physics_labels(population(3, seed=0))
     >>> sorted(labels)[:4], labels["TEFF"].shape
-    (['AL_FE', 'CA_FE', 'CE_FE', 'CI_FE'], (3,))
+    (['ALPHA_M', 'AL_FE', 'CA_FE', 'CE_FE'], (3,))
     """
-    names = ("TEFF", "LOGG", "FE_H", "VMICRO", "VSINI", *X_FE_LABELS)
+    names = ("TEFF", "LOGG", "FE_H", "ALPHA_M", "VMICRO", "VSINI", *X_FE_LABELS)
     return {name: stars[f"TRUE_{name}"].to_numpy(dtype=np.float64) for name in names}
 
 

@@ -41,6 +41,7 @@ _BUILTIN_MODELS = {
     "bcnn-censored": "labelexplorer.models.bcnn",
     "bcnn": "labelexplorer.models.bcnn",
     "galaxy-cnn": "labelexplorer.models.galaxy_cnn",
+    "apogee-net": "labelexplorer.models.apogee_net",
 }
 
 

@@ -68,8 +68,8 @@ from ..prediction import LabelPrediction
 from ..preprocess.grid import APOGEE_N_PIXELS, gap_removed_wavelength, n_gap_removed, remove_gaps
 from ..spectra import Spectra
 from .base import LabelModel, dataset_hash, register_model
-from .nn.device import (autocast, choose_device, flush_denormals, forked_rng, memory_budget, precision_agrees, resolve_precision, rows_per_chunk,
-                        run_in_chunks)
+from .nn.device import (autocast, choose_device, flush_denormals, forked_rng, memory_budget, precision_agrees,
+                        resolve_precision, rows_per_chunk, run_in_chunks)
 from .nn.layers import (DropoutStreams, MCDropout, StopGrad, apply_max_norm, dropout_disabled, n_parameters,
                         number_dropout_layers, stopgrad_passthrough)
 from .nn.losses import robust_censored_loss
@@ -433,11 +433,11 @@ class BCNN(LabelModel):
     def _build_network(self, names: list[str], n_pixels: int, windows: np.ndarray | None = None) -> nn.Module:
         return BCNNNetwork(n_pixels, len(names), self.dropout)
 
-    def _layout(self, names: list[str], wavelength: np.ndarray | None) -> np.ndarray | None:
+    def _layout(self, names: list[str]) -> np.ndarray | None:
         """Check the labels can be predicted; return the binary windows (None: no branches)."""
         return None
 
-    def network_for(self, label_names, wavelength: np.ndarray | None = None) -> nn.Module:
+    def network_for(self, label_names) -> nn.Module:
         """The untrained network these hyperparameters build for *label_names*.
 
         Useful to inspect the architecture before training, e.g. its parameter count.
@@ -449,7 +449,7 @@ class BCNN(LabelModel):
         1455194
         """
         names = [canonical_label(name) for name in label_names]
-        windows = self._layout(names, wavelength)
+        windows = self._layout(names)
         with forked_rng(torch.device("cpu")):
             torch.manual_seed(self.random_state)
             return self._build_network(names, N_PIXELS, windows)
@@ -526,12 +526,12 @@ class BCNN(LabelModel):
             del self._callbacks
 
     def _fit(self, spectra, values, names, errors):
-        self.__dict__.pop("continuum_mask_", None)  # a refit derives or loads it afresh
-        spectra = self._model_grid(spectra, labels=values, names=names)
-        windows = self._layout(names, spectra.wavelength if spectra.shared_grid else None)
+        windows = self._layout(names)  # the cheap checks of the labels come first
         label_mean, label_std, label_range = self._label_scaling(values, names)
         if errors is not None and np.any(errors[np.isfinite(errors)] < 0):
             raise LabelError("label_errors: uncertainties must be >= 0")
+        self.__dict__.pop("continuum_mask_", None)  # a refit derives or loads it afresh
+        spectra = self._model_grid(spectra, labels=values, names=names)
         flux = _fill_masked(spectra)
         self.pixel_mean_ = flux.mean(axis=0)
         x = torch.as_tensor(flux - self.pixel_mean_)
@@ -585,7 +585,8 @@ class BCNN(LabelModel):
                    "sensitivity_passes", "outside_std_factor", "low_snr"}
         settings = {k: v for k, v in self.get_params().items() if k not in ignored}
         text = json.dumps(settings, sort_keys=True, default=str) + ",".join(names)
-        return dataset_hash(flux, values, np.zeros(0) if errors is None else errors, np.frombuffer(text.encode(), np.uint8))
+        extra = np.zeros(0) if errors is None else errors
+        return dataset_hash(flux, values, extra, np.frombuffer(text.encode(), np.uint8))
 
     def _loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
         value, log_var = network(batch["x"])
@@ -839,7 +840,7 @@ class CensoredBCNN(BCNN):
                              f"branch, which feeds the element branches; got {list(names)}")
         return trunk, [j for j, name in enumerate(names) if name not in TRUNK_LABELS]
 
-    def _layout(self, names, wavelength):
+    def _layout(self, names):
         trunk, branches = self._split_labels(names)
         missing = [name for name in TRUNK_LABELS if name not in names]
         if missing:
@@ -848,7 +849,7 @@ class CensoredBCNN(BCNN):
                           stacklevel=4)
         if not branches:
             return np.zeros((0, N_PIXELS), dtype=bool)
-        windows = _resolve_windows(self.windows, wavelength)
+        windows = _resolve_windows(self.windows)
         masks = []
         for j in branches:
             name = names[j]
@@ -882,12 +883,12 @@ class CensoredBCNN(BCNN):
 
 
 # ============================================================================ windows
-def _resolve_windows(source, wavelength: np.ndarray | None):
+def _resolve_windows(source):
     """Element windows on the 7514 grid from whatever the user gave (see CensoredBCNN)."""
     from ..preprocess.windows import ElementWindows
 
     if source is None:
-        windows = _linelist_windows(wavelength)
+        windows = _linelist_windows()
     elif isinstance(source, ElementWindows):
         windows = source
     elif isinstance(source, (str, os.PathLike)):
@@ -908,7 +909,7 @@ def _resolve_windows(source, wavelength: np.ndarray | None):
     return windows if windows.n_pixels == N_PIXELS else windows.on_grid(N_PIXELS)
 
 
-def _linelist_windows(wavelength):
+def _linelist_windows():
     """Windows from the project's line list (molecular CO/CN/OH lines count for C, N, O)."""
     from ..preprocess.windows import MOLECULE_ELEMENTS, windows_from_linelist
 
@@ -917,8 +918,7 @@ def _linelist_windows(wavelength):
     except ImportError as exc:  # pragma: no cover - the line list ships with the package
         raise FileFormatError("windows: the project's line list is not available; pass windows= (a folder of "
                               ".filt files or astroNN's window bitmask)") from exc
-    grid = gap_removed_wavelength() if wavelength is None or len(wavelength) != N_PIXELS else wavelength
-    return windows_from_linelist(load_linelist(), grid, group=MOLECULE_ELEMENTS)
+    return windows_from_linelist(load_linelist(), gap_removed_wavelength(), group=MOLECULE_ELEMENTS)
 
 
 def _window_mask(element: str, value) -> np.ndarray:

@@ -258,8 +258,11 @@ class LabelFitter:
         Standardised labels whose model spectra serve as χ² templates for the initial guess.
     max_iter : int
         Levenberg–Marquardt iterations before a star is declared not converged.
-    xtol, ftol : float
-        Convergence: step below ``xtol`` (standardised labels) or relative χ² decrease below ``ftol``.
+    xtol, ftol, chi2_tol : float
+        Convergence: a step below ``xtol`` (standardised labels), or a χ² decrease below
+        ``ftol`` relative or ``chi2_tol`` absolute. The absolute test stops the slow crawl
+        along the curved valleys of low-SNR spectra once the labels move by a negligible
+        fraction of their formal error (Δχ² = 1e-4 is a 0.01σ move).
 
     Examples
     --------
@@ -274,7 +277,7 @@ class LabelFitter:
     """
 
     def __init__(self, bank: SVRBank, flux_mean, flux_scale, model_variance, lower, upper, templates,
-                 *, max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10):
+                 *, max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10, chi2_tol: float = 1e-4):
         self.bank = bank
         self.flux_mean = np.asarray(flux_mean, dtype=np.float64)
         self.flux_scale = np.asarray(flux_scale, dtype=np.float64)
@@ -282,7 +285,7 @@ class LabelFitter:
         self.lower = np.asarray(lower, dtype=np.float64)
         self.upper = np.asarray(upper, dtype=np.float64)
         self.template_theta = np.atleast_2d(np.asarray(templates, dtype=np.float64))
-        self.max_iter, self.xtol, self.ftol = int(max_iter), float(xtol), float(ftol)
+        self.max_iter, self.xtol, self.ftol, self.chi2_tol = int(max_iter), float(xtol), float(ftol), float(chi2_tol)
         self._template_flux = None
 
     # ------------------------------------------------------------------ pieces
@@ -365,7 +368,7 @@ class LabelFitter:
             gain = cost[a] - trial_cost
             iterations[a] += 1
             done = (np.max(np.abs(taken), axis=1) <= self.xtol * (self.xtol + np.max(np.abs(theta[a]), axis=1)))
-            done |= better & (gain <= self.ftol * cost[a])
+            done |= better & (gain <= np.maximum(self.ftol * cost[a], self.chi2_tol))
             accepted = a[better]
             if accepted.size:
                 theta[accepted] = trial[better]
@@ -564,8 +567,10 @@ class SLAM(LabelModel):
             if outliers.any():
                 self.rejected_ids_ = spectra.ids[first.rows[outliers]].tolist()
                 second = self._training_set(spectra, values, first.rows[~outliers])
+                searched = results["grid_mse"]
                 results = self._run_stage("refit", second, settings, fixed=(results["C"], results["gamma"]))
                 self._adopt(second, results)
+                self.grid_mse_ = searched  # the refit keeps each pixel's (C, γ): the search is the first stage's
                 cv_theta = self._cross_validated(spectra, second, results)
                 first = second
         self._fit_error_model(spectra, first, results, cv_theta)

@@ -118,7 +118,7 @@ def load_linelist() -> pd.DataFrame:
     ['atomic', 'helium', 'hydrogen', 'molecular']
     >>> mg = lines[(lines["species"] == "Mg I") & lines["wavelength"].between(15765, 15775)]
     >>> [round(w, 1) for w in mg["wavelength"]]  # the strong Mg I line at 15765.8 Å (air)
-    [15770.2]
+    [15770.1]
     """
     return _full_linelist().copy()
 
@@ -226,8 +226,17 @@ def _hydrogenic_f(n_lower: int, n_upper: np.ndarray) -> np.ndarray:
     return kramers * (0.945 - 0.48 / n_upper)
 
 
+def _hydrogenic_level(n: np.ndarray, charge: int, rydberg: float) -> np.ndarray:
+    """Binding energy (cm^-1) of level n of a hydrogenic ion: Bohr term with the Dirac fine-structure
+    shift averaged over the level's 2n² states, (α Z / n)² ((2n − 1)/n − 3/4)."""
+    n = np.asarray(n, dtype=float)
+    alpha_z = 7.2973525693e-3 * charge
+    return charge ** 2 * rydberg / n ** 2 * (1.0 + (alpha_z / n) ** 2 * ((2.0 * n - 1.0) / n - 0.75))
+
+
 def brackett_lines(n_upper=range(11, 31)) -> pd.DataFrame:
-    """Hydrogen Brackett lines (n = 4 -> n_upper) at their Rydberg-formula vacuum wavelengths.
+    """Hydrogen Brackett lines (n = 4 -> n_upper) at their vacuum wavelengths (Rydberg formula with
+    the fine-structure centroid shift; Br11 at 16811.12 Å as in the APOGEE line list).
 
     Br11 … Br21 fall on the APOGEE grid; higher members (up to the series limit at
     14584 Å) are kept when their wavelength is above 15050 Å so that their wings reach it.
@@ -239,7 +248,7 @@ def brackett_lines(n_upper=range(11, 31)) -> pd.DataFrame:
     [16811.1, 16411.7, 16113.7]
     """
     n = np.asarray(list(n_upper), dtype=float)
-    wavelength = 1e8 / (_RYDBERG_H * (1.0 / 16.0 - 1.0 / n ** 2))
+    wavelength = 1e8 / (_hydrogenic_level(4, 1, _RYDBERG_H) - _hydrogenic_level(n, 1, _RYDBERG_H))
     log_gf = np.log10(2.0 * 16.0 * _hydrogenic_f(4, n))
     excitation = 13.598434 * (1.0 - 1.0 / 16.0)
     labels = [f"Br{int(k)}" for k in n]
@@ -265,7 +274,7 @@ def helium_lines() -> pd.DataFrame:
     >>> he = helium_lines()
     >>> heii = he[he["species"] == "He II"]
     >>> [round(w, 1) for w in heii["wavelength"]]
-    [15723.0, 16922.9]
+    [15723.3, 16923.0]
     """
     tables = []
     ev = _CM_TO_EV
@@ -289,7 +298,7 @@ def helium_lines() -> pd.DataFrame:
                              abundance_element="He", species="He I", ion=1, label=labels, source="nist-he"))
     # He II (hydrogenic, Z = 2): n = 7 -> n_upper; excitation above the He II ground state
     n = np.array([12.0, 13.0])
-    wavelength = 1e8 / (4.0 * _RYDBERG_HE * (1.0 / 49.0 - 1.0 / n ** 2))
+    wavelength = 1e8 / (_hydrogenic_level(7, 2, _RYDBERG_HE) - _hydrogenic_level(n, 2, _RYDBERG_HE))
     tables.append(_table(wavelength, np.log10(2.0 * 49.0 * _hydrogenic_f(7, n)), 54.417760 * (1 - 1 / 49.0),
                          element="He", kind="helium", abundance_element="He", species="He II", ion=2,
                          label=[f"He II 7-{int(k)}" for k in n], source="rydberg-he"))

@@ -222,7 +222,8 @@ def test_save_and_load_restore_the_model_without_external_files(tmp_path, held_o
     for name, window in model.windows_.items():
         np.testing.assert_array_equal(loaded.windows_[name], window)
     np.testing.assert_array_equal(loaded.predict(held_out[0]).mean, model.predict(held_out[0]).mean)
-    np.testing.assert_array_equal(loaded.sensitivity(held_out[0][:2], "AL_H"), model.sensitivity(held_out[0][:2], "AL_H"))
+    few = held_out[0][:2]
+    np.testing.assert_array_equal(loaded.sensitivity(few, "AL_H"), model.sensitivity(few, "AL_H"))
 
 
 def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path):

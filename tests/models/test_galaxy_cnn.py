@@ -14,11 +14,11 @@ from labelexplorer.models.nn import TrainingSettings, n_parameters, train
 from labelexplorer.models.nn.resnet import ResNetRegressor, ResNetTrunk, load_trunk_weights, read_state_dict
 from labelexplorer.models.nn.training import cosine_restart_factor
 
-TINY = dict(depth=10, width=4, hidden=16, image_size=16, epochs=3, batch_size=8, learning_rate=3e-3,
+TINY = dict(depth=10, width=4, hidden=32, image_size=16, epochs=8, batch_size=16, learning_rate=1e-2,
             progress=False)
 
 
-def _toy_images(n=64, size=16, seed=0):
+def _toy_images(n=96, size=16, seed=0):
     """Galaxies as Gaussian blobs whose brightness sets the label (plus a red/blue colour offset)."""
     rng = np.random.default_rng(seed)
     brightness = rng.uniform(0.15, 0.85, n)
@@ -115,8 +115,8 @@ def test_learns_brightness_to_label(deterministic_model, toy):
     images, labels = toy
     prediction = deterministic_model.predict(images)
     residual_rms = np.sqrt(np.mean((prediction.mean[:, 0] - labels) ** 2))
-    assert residual_rms < 0.4 * labels.std()
-    assert np.corrcoef(prediction.mean[:, 0], labels)[0, 1] > 0.9
+    assert residual_rms < 0.5 * labels.std()
+    assert np.corrcoef(prediction.mean[:, 0], labels)[0, 1] > 0.95
 
 
 def test_tta_mean_is_the_mean_of_explicitly_transformed_predictions(deterministic_model, toy):
@@ -194,8 +194,9 @@ def test_saliency_has_image_shape_and_follows_brightness(deterministic_model, to
     images, _ = toy
     maps = deterministic_model.saliency(images[:4], "oh_p50")
     assert maps.shape == (4, 3, 16, 16) and np.isfinite(maps).all()
-    # brighter images mean higher labels: the summed gradient is positive
-    assert maps.sum(axis=(1, 2, 3)).mean() > 0
+    # brighter images mean higher labels: the derivative along "scale the image up" (sum of gradient x image)
+    # is positive for every image
+    assert np.all((maps * images.images[:4]).sum(axis=(1, 2, 3)) > 0)
     assert deterministic_model.sensitivity(images[:4], "OH_P50").shape == (3 * 16 * 16,)
 
 
@@ -213,6 +214,8 @@ def test_save_load_keeps_mc_and_tta_uncertainties(mc_model, toy, tmp_path):
     for part in ("mean", "model_std", "predictive_std"):
         np.testing.assert_allclose(getattr(after, part), getattr(before, part), rtol=1e-5, atol=1e-7)
     assert loaded.history_ == pytest.approx(mc_model.history_)
+    assert after.meta["validation_rmse"] == pytest.approx(before.meta["validation_rmse"])
+    assert 0 < before.meta["validation_rmse"]["OH_P50"] < toy[1].std()
 
 
 def test_two_labels_at_once(toy):
@@ -378,7 +381,7 @@ def test_imageset_refuses_a_non_colour_array():
 
 def test_label_count_must_match_the_images(toy):
     images, labels = toy
-    with pytest.raises(LabelExplorerError, match="expected 64 rows"):
+    with pytest.raises(LabelExplorerError, match="expected 96 rows"):
         GalaxyCNN(**TINY).fit(images, {"OH_P50": labels[:10]})
 
 

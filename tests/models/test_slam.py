@@ -98,9 +98,14 @@ def test_bank_refuses_inconsistent_arrays(bad, match):
 # ---------------------------------------------------------------------- the batched fit
 def test_batched_levenberg_marquardt_equals_scipy_least_squares(trained):
     model, spectra, _ = trained
-    fitter = model._label_fitter()
+    box = model._label_fitter()
+    fitter = LabelFitter(model.bank_, model.flux_mean_, model.flux_scale_, box.model_variance, box.lower, box.upper,
+                         model.training_labels_, chi2_tol=0.0)  # converge fully, like least_squares
     test, _ = toy_stars(6, seed=11)
     ours = fitter.fit(test.flux, test.error, ~test.mask)
+    default = model.fit_labels(test)  # stops once chi2 changes by < 1e-4: a negligible move
+    sigma = np.sqrt(np.einsum("nll->nl", ours.covariance))
+    assert np.all(np.abs(default.theta - ours.theta) < 0.05 * sigma)
     weight = ours.weight
     for i in range(len(test)):
         def residual(theta, i=i):

@@ -50,8 +50,8 @@ class Dashboard(pn.viewable.Viewer):
     def sidebar(self) -> pn.viewable.Viewable:
         """Shared selectors and the export."""
         selectors = pn.Param(self.state, parameters=["method", "reference", "label", "element"], show_name=False,
-                             width=260)
-        return pn.Column("### Shown", selectors, "### Selection", self.export, width=280)
+                             width=240)
+        return pn.Column("### Shown", selectors, "### Selection", self.export, width=260)
 
     def main(self) -> pn.viewable.Viewable:
         """The views, in tabs (only the visible tab is rendered in the browser)."""

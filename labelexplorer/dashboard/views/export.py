@@ -33,9 +33,9 @@ class ExportView(pn.viewable.Viewer):
         super().__init__(state=state, **params)
         self.summary = pn.pane.Markdown("", css_classes=["selection-summary"])
         self.download = pn.widgets.FileDownload(callback=self._payload, filename=self._filename(),
-                                                button_type="success", label="Download selection", width=240,
+                                                color="success", label="Download selection", width=230,
                                                 embed=False)
-        self.clear_button = pn.widgets.Button(name="clear selection", width=240)
+        self.clear_button = pn.widgets.Button(label="clear selection", width=230)
         self.clear_button.on_click(lambda _: self.state.clear_selection())
         self.state.param.watch(self._update, ["selection"])
         self.param.watch(self._update, ["format"])
@@ -55,5 +55,5 @@ class ExportView(pn.viewable.Viewer):
         self.download.disabled = n == 0
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self.summary, pn.widgets.RadioButtonGroup.from_param(self.param.format, width=240),
+        return pn.Column(self.summary, pn.widgets.RadioButtonGroup.from_param(self.param.format, width=230),
                          self.download, self.clear_button)

@@ -136,7 +136,8 @@ class GalaxyView(pn.viewable.Viewer):
         for method in methods:
             predicted = self.table[source_prefix(method) + "OH_P50"].to_numpy(float)
             label = f"{method}: RMSE {scores.loc[method, 'rmse']:.3f}, NMAD {scores.loc[method, 'nmad']:.3f}"
-            layers.append(hv.Points((truth, predicted), "true 12 + log(O/H)", "predicted", label=label).opts(
+            axes = [hv.Dimension("true", label="true 12 + log(O/H)"), hv.Dimension("predicted", label="predicted")]
+            layers.append(hv.Points((truth, predicted), kdims=axes, label=label).opts(
                 color=theme.source_colour(method), size=4, alpha=0.6))
         return hv.Overlay(layers).opts(width=440, height=420, legend_position="top_left", show_grid=True,
                                        title="Predicted against true metallicity")

@@ -128,8 +128,8 @@ class StarInspector(pn.viewable.Viewer):
         self._notes = pn.pane.Markdown("", styles={"color": "#a05a00"})
         self.keys = KeyboardNavigation()
         self.keys.param.watch(self._on_key, "presses")
-        self.previous_button = pn.widgets.Button(name="◀ previous", button_type="default", width=110)
-        self.next_button = pn.widgets.Button(name="next ▶", button_type="primary", width=110)
+        self.previous_button = pn.widgets.Button(label="◀ previous", width=110)
+        self.next_button = pn.widgets.Button(label="next ▶", color="primary", width=110)
         self.previous_button.on_click(lambda _: self.state.step_star(-1))
         self.next_button.on_click(lambda _: self.state.step_star(1))
         self.state.param.watch(self._refresh, ["star", "method", "label", "element", "catalog"])
@@ -316,7 +316,7 @@ class StarInspector(pn.viewable.Viewer):
         """Header, navigation, flags and the table of every source's labels."""
         controls = pn.Row(self.previous_button, self.next_button,
                           pn.widgets.RadioButtonGroup.from_param(self.param.flux, width=200),
-                          pn.widgets.Checkbox.from_param(self.param.show_sensitivity, name="sensitivity"),
+                          pn.widgets.Checkbox.from_param(self.param.show_sensitivity, label="sensitivity"),
                           self.keys)
         return pn.Column(self._header, controls, self._notes, self._flags,
                          pn.pane.Markdown("**Labels of every source** (value, then total, model and predictive σ)"),

@@ -47,7 +47,7 @@ class SensitivityView(pn.viewable.Viewer):
 
     def __init__(self, state: ExplorerState, **params):
         super().__init__(state=state, **params)
-        self.compute_button = pn.widgets.Button(name="compute sensitivities", button_type="primary", width=200)
+        self.compute_button = pn.widgets.Button(label="compute sensitivities", color="primary", width=200)
         self.compute_button.on_click(lambda _: self.compute())
         self._plot = pn.pane.HoloViews(None, sizing_mode="fixed", width=self.width + 160, height=300)
         self._cod = pn.pane.HoloViews(None, sizing_mode="fixed", width=self.width + 160, height=300)

@@ -99,7 +99,8 @@ class SequenceView(pn.viewable.Viewer):
             cmap=theme.COUNT_CMAP, cnorm="eq_hist", width=width, height=height, title=f"{source}: [{element}/Fe]",
             tools=["hover"], colorbar=False)
 
-    def _selected(self, data: pd.DataFrame):
+    def selected_points(self, data: pd.DataFrame) -> hv.Points:
+        """The selected stars (at most 20,000) in a source's sequence."""
         rows = np.asarray(self.state.selection)[:20000]
         return hv.Points(data.iloc[rows], kdims=["FE_H", "X_FE"]).opts(color=theme.SELECTION_COLOUR, size=3,
                                                                         alpha=0.7)
@@ -123,7 +124,7 @@ class SequenceView(pn.viewable.Viewer):
             for source, data in ((method, ours), (reference, theirs)):
                 if data is None:
                     continue
-                plane = self._plane(data, source, element, width=self.width, height=self.height) * self._selected(data)
+                plane = self._plane(data, source, element, width=self.width, height=self.height) * self.selected_points(data)
                 if theirs is not None and source == method and reference != method:
                     plane = plane * self._median(theirs, reference) * self._median(data, method)
                 panels.append(plane)
@@ -148,7 +149,7 @@ class SequenceView(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
             pn.Row(pn.widgets.Select.from_param(self.state.param.element, width=140),
-                   pn.widgets.Checkbox.from_param(self.param.all_elements, name="all elements")),
+                   pn.widgets.Checkbox.from_param(self.param.all_elements, label="all elements")),
             self._message, self._planes,
             pn.pane.Markdown("**Method against reference**, [X/Fe] per element (bias and σ_MAD in dex)"),
             self._table, self._grid)

@@ -268,12 +268,24 @@ class LabelPlane(pn.viewable.Viewer):
             width=self.width, height=self.height, tools=["tap", "box_select", "lasso_select", "hover"],
             active_tools=["box_select", "wheel_zoom"], default_tools=["pan", "wheel_zoom", "reset", "save"],
             invert_xaxis=self.x in _INVERTED, invert_yaxis=self.y in _INVERTED, clipping_colors={"NaN": (0, 0, 0, 0)},
+            xlim=self._limits(catalog[x_column]), ylim=self._limits(catalog[y_column]),
             title=f"{self.source}: {theme.axis_label(self.y)} vs {theme.axis_label(self.x)}")
         zoomed = hv.DynamicMap(self._zoomed_points, streams=[self._range_stream])
         selected = hv.DynamicMap(self._selected_points, streams=[hv.streams.Params(self.state, ["selection"])])
         active = hv.DynamicMap(self._active_point, streams=[hv.streams.Params(self.state, ["star"])])
         self._dims = (x_dim, y_dim, vdims)
         return (shaded * zoomed * selected * active).opts(hv.opts.Overlay(legend_position="top_left"))
+
+    @staticmethod
+    def _limits(values, pad: float = 0.04) -> tuple[float, float]:
+        """Data range with a margin, so that stars on the edge are not cut in half."""
+        values = np.asarray(values, dtype=float)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            return (np.nan, np.nan)
+        lo, hi = float(finite.min()), float(finite.max())
+        margin = pad * (hi - lo) if hi > lo else 0.5
+        return (lo - margin, hi + margin)
 
     def _frame(self, rows=None):
         x_dim, y_dim, vdims = self._dims

@@ -24,8 +24,8 @@ import torch
 
 from ...exceptions import LabelExplorerError
 
-__all__ = ["choose_device", "configure_threads", "forked_rng", "flush_denormals", "autocast", "resolve_precision", "precision_agrees",
-           "memory_budget", "rows_per_chunk", "run_in_chunks", "is_out_of_memory"]
+__all__ = ["choose_device", "configure_threads", "forked_rng", "flush_denormals", "autocast", "resolve_precision",
+           "precision_agrees", "memory_budget", "rows_per_chunk", "run_in_chunks", "is_out_of_memory"]
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
