@@ -107,7 +107,8 @@ def read_wind(path: str | os.PathLike, *, used_only: bool = False) -> np.ndarray
     Parameters
     ----------
     path : path-like
-        Text file with lines ``start end flag``.
+        Text file with lines ``start end flag``, or ``start end`` (flag 1, e.g. the DR17
+        ``C13.dat`` windows of the 13CO features).
     used_only : bool
         Keep only the windows flagged 1 (those ASPCAP used).
 
@@ -124,7 +125,9 @@ def read_wind(path: str | os.PathLike, *, used_only: bool = False) -> np.ndarray
     [[15743.413, 15747.336, 1.0]]
     """
     path = Path(path)
-    values = _read_text_columns(path, 3, "lines of 'start end flag' in Angstrom")[:, :3]
+    values = _read_text_columns(path, 2, "lines of 'start end [flag]' in Angstrom")[:, :3]
+    if values.shape[1] == 2:
+        values = np.column_stack([values, np.ones(len(values))])
     if np.any(values[:, 1] <= values[:, 0]):
         raise FileFormatError(f"{path}: every window must end after it starts")
     return values[values[:, 2] == 1] if used_only else values
