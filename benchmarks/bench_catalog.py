@@ -1,7 +1,8 @@
 """Catalog throughput for every registered model: batched catalog vs the naive loop, 1 process vs Dask.
 
 For each model of ``labelexplorer.available_models()`` (trained here, quickly, on the mock
-universe: spectrum models on its aspcapStar files, image models on its galaxy cutouts)
+universe: spectrum models on its aspcapStar files — APOGEE Net on the raw apStar files it
+is made for — image models on its galaxy cutouts)
 this measures, in the same run and on the same files:
 
 - naive: one file read + one ``predict`` per star, rows gathered and written at the end;
@@ -46,13 +47,14 @@ from labelexplorer.models.base import model_class
 
 SURVEY_SIZE = 650_000
 INFERENCE_DEFAULTS = ("mc_passes",)  # hyperparameters restored to their defaults after a quick training
+RAW_FLUX_MODELS = ("apogee-net",)  # trained on and fed raw apStar files; the others on normalised aspcapStar
 
 
 class PeakMemory:
     """Peak resident memory of this process and all its children while the block runs."""
 
     def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.interval, self.peak, self.start, self._stop = interval, 0, 0, threading.Event()
 
     def _rss(self) -> int:
         me = psutil.Process()
@@ -70,7 +72,7 @@ class PeakMemory:
             self._stop.wait(self.interval)
 
     def __enter__(self):
-        self.peak = self._rss()
+        self.peak = self.start = self._rss()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
@@ -79,6 +81,9 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._rss())
+
+    def __str__(self) -> str:
+        return f"peak {self.peak / 2**20:6.0f} MB (+{(self.peak - self.start) / 2**20:5.0f})"
 
 
 def replicate(files: list[Path], n: int, folder: Path) -> list[Path]:
@@ -110,9 +115,10 @@ def train(name: str, universe, workdir: Path):
             model = cls(**params).fit(images, {"OH_P50": catalog["oh_p50"].to_numpy()})
             files = sorted(universe.galaxy_folder.glob("*.jpg"))
         else:
-            spectra = universe.spectra("aspcap")
+            kind = "apstar" if name in RAW_FLUX_MODELS else "aspcap"
+            spectra = universe.spectra(kind)
             model = cls(**params).fit(spectra, universe.labels(true=True, names=["TEFF", "LOGG", "FE_H"]))
-            files = universe.files("aspcap")
+            files = universe.files(kind)
     defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
     restored = {k: defaults[k] for k in INFERENCE_DEFAULTS if k in model.get_params()}
     model.set_params(**restored)
@@ -170,8 +176,8 @@ def bench_model(name, universe, args, workdir: Path, client, cluster_start: floa
         dask_s = time.perf_counter() - start
     return dict(name=name, train_s=train_s, restored=restored, n=len(files), n_naive=n_naive,
                 naive_rate=n_naive / naive_s, single_rate=len(files) / single_s, dask_rate=len(files) / dask_s,
-                naive_mb=naive_memory.peak / 2**20, single_mb=single_memory.peak / 2**20,
-                dask_mb=dask_memory.peak / 2**20, agreement=agreement(single, parallel), rows=len(single),
+                naive_memory=naive_memory, single_memory=single_memory, dask_memory=dask_memory,
+                agreement=agreement(single, parallel), rows=len(single),
                 cluster_start=cluster_start)
 
 
@@ -180,11 +186,11 @@ def report(result: dict, workers: int, extrapolate_to: list[int]) -> None:
     per_star = 1.0 / r["single_rate"]
     print(f"\n== {r['name']}  (trained in {r['train_s']:.1f} s{'; predicting with ' + str(r['restored']) if r['restored'] else ''})")
     print(f"  naive  (read+predict per star, {r['n_naive']} stars): {r['naive_rate']:8.1f} stars/s   "
-          f"peak {r['naive_mb']:7.0f} MB")
+          f"{r['naive_memory']}")
     print(f"  catalog, 1 process ({r['n']} stars, {r['rows']} rows): {r['single_rate']:8.1f} stars/s   "
-          f"peak {r['single_mb']:7.0f} MB   x{r['single_rate'] / r['naive_rate']:.1f} vs naive")
+          f"{r['single_memory']}   x{r['single_rate'] / r['naive_rate']:.1f} vs naive")
     print(f"  catalog, LocalCluster {workers} workers:       {r['dask_rate']:8.1f} stars/s   "
-          f"peak {r['dask_mb']:7.0f} MB (all processes)   x{r['dask_rate'] / r['single_rate']:.2f} vs 1 process   "
+          f"{r['dask_memory']} (all processes)   x{r['dask_rate'] / r['single_rate']:.2f} vs 1 process   "
           f"[{r['agreement']}]  (cluster start {r['cluster_start']:.1f} s, not included)")
     print(f"  {SURVEY_SIZE:,} stars: naive {hours(SURVEY_SIZE / r['naive_rate'])}, 1 process "
           f"{hours(SURVEY_SIZE * per_star)}, {workers} workers here {hours(SURVEY_SIZE / r['dask_rate'])}; "

@@ -7,6 +7,8 @@ on the same trained model (the reference gets the very same per-pixel SVRs, refi
 with scikit-learn from the chosen C and γ) and the same χ² initial guesses:
 
 - training: seconds per pixel of the grid-search CV (C grid × γ grid × k folds + refit);
+- model spectra per second: all pixels' SVRs (with the analytic Jacobian) vs a loop of
+  ``SVR.predict`` over pixels for one star at a time;
 - prediction: spectra per second of ``SLAM.predict`` (ours: the whole batch at once) and of
   the reference on a few stars (it is slow), their ratio, and the largest label difference.
 
@@ -49,7 +51,8 @@ def reference_estimators(model: SLAM, spectra: Spectra, labels: dict):
 
     x = (np.column_stack([labels[n] for n in model.label_names_]) - model.label_mean_) / model.label_scale_
     y = (spectra.flux - model.flux_mean_) / model.flux_scale_
-    return [SVR(C=c, gamma=g, epsilon=model.epsilon).fit(x, y[:, j]) for j, (c, g) in enumerate(zip(model.C_, model.gamma_))]
+    return [SVR(C=c, gamma=g, epsilon=model.epsilon).fit(x, y[:, j])
+            for j, (c, g) in enumerate(zip(model.C_, model.gamma_))]
 
 
 def reference_fit(model: SLAM, estimators, spectra: Spectra, start: np.ndarray) -> np.ndarray:
@@ -102,6 +105,16 @@ def main(argv=None) -> None:
           f"(converged {100 * np.mean(~ours.flags['not_converged']):.0f} %)")
 
     estimators = reference_estimators(model, train, train_labels)
+    theta = model.training_labels_[: min(200, len(model.training_labels_))]
+    start = time.perf_counter()
+    model.bank_.evaluate(theta, jacobian=True)
+    bank_rate = len(theta) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for row in theta[:5]:
+        [svr.predict(row[None]) for svr in estimators]
+    loop_rate = 5 / (time.perf_counter() - start)
+    print(f"model spectra: ours {bank_rate:.0f}/s with the Jacobian; per-pixel SVR.predict loop {loop_rate:.1f}/s "
+          f"without it ({bank_rate / loop_rate:.0f}x)")
     subset = test[: args.n_reference]
     fitter = model._label_fitter()
     guess = fitter.initial_guess(np.nan_to_num(subset.flux.astype(float)), fitter.weights(subset.error, ~subset.mask))

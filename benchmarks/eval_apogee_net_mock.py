@@ -191,8 +191,8 @@ def main() -> None:
     parser.add_argument("--stars", type=int, default=20_000, help="population size")
     parser.add_argument("--spectra", type=int, default=2_000, help="stars with apStar files")
     parser.add_argument("--rare", type=int, default=250, help="hot stars, M dwarfs and young stars each")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per training stage")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per training stage")
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the model's")
     parser.add_argument("--draws", type=int, default=8, help="noise realisations per prediction")
     parser.add_argument("--seed", type=int, default=7)
@@ -212,7 +212,7 @@ def main() -> None:
     common = dict(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                   n_draws=args.draws, random_state=args.seed, progress=False)
     configurations = {
-        "v1": dict(version=1, fine_tune_rounds=3, fine_tune_patience=1),
+        "v1": dict(version=1, fine_tune_rounds=2, fine_tune_patience=1),
         "v2": dict(version=2),
         "v2 without photometry": dict(version=2, use_photometry=False),
         "v2 uniform weights": dict(version=2, weighting="uniform"),

@@ -95,9 +95,9 @@ def report(title: str, names, predicted, reference, snr, prediction=None) -> Non
                   + ", ".join(f"{n} {np.median(prediction.predictive_std[high, j]):.3g}" for j, n in enumerate(names)))
 
 
-def train(spectra, labels, names, args, **extra) -> tuple[SLAM, float]:
+def train(spectra, labels, names, args) -> tuple[SLAM, float]:
     model = SLAM(c_grid=args.c_grid, gamma_grid=args.gamma_grid, n_folds=args.folds, n_jobs=args.n_jobs,
-                 progress=False, error_model_snr=(10.0, 20.0, 40.0, 80.0), error_model_stars=args.error_model_stars, **extra)
+                 progress=False, error_model_snr=(10.0, 20.0, 40.0, 80.0), error_model_stars=args.error_model_stars)
     start = time.perf_counter()
     model.fit(spectra, dict(zip(names, labels.T)))
     return model, time.perf_counter() - start
@@ -247,7 +247,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n-lamost", type=int, default=2500)
     parser.add_argument("--n-apogee", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-train", type=int, default=1000)
+    parser.add_argument("--n-train", type=int, default=600)
     parser.add_argument("--step", type=float, default=4.0, help="Å between pixels of the LAMOST grid")
     parser.add_argument("--n-apogee-pixels", type=int, default=300)
     parser.add_argument("--c-grid", type=float, nargs="+", default=[10.0])

@@ -33,7 +33,16 @@ _READY_TIMEOUT_S = 120.0
 
 
 def build_page(dashboard):
-    """The page template (Bootstrap: no web fonts or CDN files) around a Dashboard."""
+    """The page template (Bootstrap: no web fonts or CDN files) around a Dashboard.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from labelexplorer.dashboard import explore
+    >>> page = build_page(explore(pd.DataFrame({"ID": ["a"], "TRUE__TEFF": [5000.0]})))
+    >>> type(page).__name__
+    'BootstrapTemplate'
+    """
     import panel as pn
 
     return pn.template.BootstrapTemplate(title="labelexplorer — click a star", sidebar=[dashboard.sidebar()],
@@ -80,6 +89,17 @@ def serve(make_state: Callable, *, port: int = 5006, address: str = LOOPBACK, sh
         ``time.perf_counter()`` at the start of the command, for the time-to-page report.
     block : bool
         Serve until Ctrl-C (True), or return the running server thread (call ``.stop()``).
+    log : callable
+        Receives the address and timing line.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from labelexplorer.dashboard import ExplorerState
+    >>> catalog = pd.DataFrame({"ID": ["a"], "TRUE__TEFF": [5000.0]})
+    >>> server = serve(lambda: ExplorerState(catalog), port=5006, show=False, block=False)  # doctest: +SKIP
+    labelexplorer dashboard: http://127.0.0.1:5006/  (first page served 2.1 s after start)
+    >>> server.stop()  # doctest: +SKIP
     """
     import panel as pn
 

@@ -66,12 +66,13 @@ class Recipe:
     max_training: int | None = None
 
 
-_BCNN_FAST = {"epochs": 12, "batch_size": 32, "learning_rate": 1e-3, "mc_passes": 20, "sensitivity_passes": 4,
+_BCNN_FAST = {"epochs": 10, "batch_size": 32, "learning_rate": 1e-3, "mc_passes": 20, "sensitivity_passes": 4,
               "early_stopping_patience": 4, "progress": False}
 RECIPES = {
-    "ridge": Recipe("all", {"alpha": 1.0, "n_bootstrap": 4, "n_folds": 3}),
-    "slam": Recipe("basic", {"c_grid": (10.0,), "gamma_grid": (0.3,), "n_folds": 3, "error_model_snr": (),
-                             "n_jobs": 2, "progress": False}, max_training=300),
+    "ridge": Recipe("all", {"alpha": 1.0, "n_bootstrap": 2, "n_folds": 2}),
+    # one SVR per pixel of 8575: train on 150 stars, no outlier refit, no degraded-SNR error model
+    "slam": Recipe("basic", {"c_grid": (10.0,), "gamma_grid": (0.3,), "n_folds": 2, "outlier_sigma": None,
+                             "error_model_snr": (), "n_jobs": -1, "progress": False}, max_training=150),
     "bcnn-censored": Recipe("astronn", _BCNN_FAST),
     "bcnn": Recipe("astronn", _BCNN_FAST),
     "galaxy-cnn": Recipe("galaxy", {"depth": 10, "width": 16, "hidden": 64, "image_size": 64, "epochs": 6,
@@ -279,6 +280,13 @@ def build_demo(out=DEFAULT_OUT, *, n_stars: int = 5000, n_spectra: int = 1000, n
         Processes writing the universe.
     log : callable
         Receives one line per step.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> demo = build_demo(tempfile.mkdtemp(), n_stars=30, n_spectra=0, n_galaxies=0, models=[], log=lambda line: None)
+    >>> len(demo.catalog), demo.state().sources
+    (30, ['true', 'aspcap'])
     """
     from ..mock import make_universe
     from ..models.base import available_models
@@ -293,7 +301,7 @@ def build_demo(out=DEFAULT_OUT, *, n_stars: int = 5000, n_spectra: int = 1000, n
     timings, started = {}, time.perf_counter()
     log(f"mock universe: {n_stars} stars, {n_spectra} with spectra, {n_galaxies} galaxies -> {out / 'universe'}")
     universe = make_universe(out / "universe", n_stars=n_stars, n_spectra=n_spectra, n_galaxies=n_galaxies,
-                             n_lamost=0, seed=seed, workers=workers, progress=True)
+                             n_lamost=0, seed=seed, workers=workers, progress=log is print)
     timings["universe"] = time.perf_counter() - started
     spectra = load_spectra(universe, out / "cache") if n_spectra else None
     training = _split(spectra.ids, seed) if spectra is not None else np.zeros(0, bool)

@@ -433,7 +433,7 @@ class ExplorerState(param.Parameterized):
         return [str(c) for c in self.catalog.columns]
 
     def frame(self, columns: Iterable[str]) -> pd.DataFrame:
-        """A pandas DataFrame of the named columns, in catalog order (dask: computed once, cached).
+        """A pandas DataFrame of just the named columns, in catalog order (dask: computed once, cached).
 
         Raises
         ------
@@ -444,15 +444,28 @@ class ExplorerState(param.Parameterized):
         missing = [c for c in columns if c not in self.catalog.columns]
         if missing:
             raise UnknownNameError(f"catalog has no column {missing[0]!r}{did_you_mean(missing[0], self.columns)}")
+        if not self.is_dask:
+            return self.catalog[columns]
         key = tuple(columns)
         if key not in self._cache:
-            part = self.catalog[columns]
-            if self.is_dask:
-                part = part.compute().reset_index(drop=True)
-            self._cache[key] = part
+            self._cache[key] = self.catalog[columns].compute().reset_index(drop=True)
             if len(self._cache) > 16:
                 self._cache.pop(next(iter(self._cache)))
         return self._cache[key]
+
+    def table(self, columns: Iterable[str]) -> pd.DataFrame:
+        """A pandas DataFrame holding at least the named *columns*, without copying when possible.
+
+        For a pandas catalog this is the catalog itself, shared by every session (views
+        address their columns by name); for a dask catalog, the computed columns.
+        """
+        columns = list(columns)
+        if self.is_dask:
+            return self.frame(columns)
+        missing = [c for c in columns if c not in self.catalog.columns]
+        if missing:
+            raise UnknownNameError(f"catalog has no column {missing[0]!r}{did_you_mean(missing[0], self.columns)}")
+        return self.catalog
 
     def column(self, source: str | None, quantity: str) -> str | None:
         """Catalog column of *quantity* (``TEFF``, ``TEFF_ERR``, ``FLAG_LOW_SNR``) of *source*, or None."""

@@ -133,6 +133,7 @@ RARE_CLASSES = ("m_dwarf", "yso")
 _MAX_REFERENCE = 20_000  # training points kept for the KDE and the label-distance flag
 _FLOATS_PER_DRAW_PIXEL = 24  # float32 values alive per draw and pixel in a forward pass (activations, draws)
 _MAX_DRAW_ROWS = {"cpu": 512, "cuda": 16384}
+_FAN_IN_REFERENCE = 16  # layers with more inputs than this learn proportionally slower (layer_learning_rates)
 _FLUX_MARGIN_DEX = 0.3  # widening of the training flux-level range before a spectrum counts as outside
 
 
@@ -192,6 +193,8 @@ def initialise_network(network: "ApogeeNetNetwork", typical_flux: float = 1.0) -
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             nn.init.zeros_(module.bias)
     nn.init.normal_(network.fc3.weight, 0.0, 1.0 / math.sqrt(network.fc3.in_features))  # linear output
+    if network.metadata is not None:  # missing photometry is filled 3-9 standard deviations out: start quiet
+        network.metadata.l5.weight.data.mul_(0.1)
     with torch.no_grad():
         network.conv1.weight /= float(typical_flux)
 
@@ -625,12 +628,20 @@ class ApogeeNet(LabelModel):
     split, rare_split : (train, dev, test) fractions
         The test rows are held out of training (``split_["test"]``); use ``(0.9, 0.1, 0)``
         to train on everything but the development set.
+    target_scaling : {"published", "training"}
+        z-score the targets with the paper's constants (:data:`TARGET_SCALING`; they were
+        the papers' training-set statistics) or with this training set's mean and std.
     epochs : int
         Maximum epochs per training stage.
     batch_size : int
         Spectra per optimizer step (papers: 128).
     learning_rate : float, optional
         Adam's initial learning rate (halved after 3 epochs without improvement).
+    layer_learning_rates : {"fan-in", "uniform"}
+        ``"fan-in"`` multiplies each layer's rate by ``min(1, 16 / fan_in)``: Adam moves every
+        weight by about the learning rate whatever the layer's width, so without it a step
+        moves the 8512-input ``fc1`` hundreds of times more than a 3-tap convolution, and the
+        raw-flux network diverges on small training sets. ``"uniform"``: one rate for all.
     dropout : float, optional
         Dropout after ``fc1`` and ``fc2`` during training.
     early_stopping_patience : int
@@ -671,8 +682,10 @@ class ApogeeNet(LabelModel):
                  kde_bandwidth: float = KDE_BANDWIDTH, weight_cap: float = WEIGHT_CAP,
                  fine_tune_rounds: int | None = None, fine_tune_fraction: float = 0.05, fine_tune_patience: int = 2,
                  rare_classes: Sequence[str] = RARE_CLASSES, class_column: str = "STAR_CLASS",
-                 split=(0.8, 0.1, 0.1), rare_split=(0.6, 0.2, 0.2), epochs: int = 100, batch_size: int = 128,
-                 learning_rate: float | None = None, dropout: float | None = None, early_stopping_patience: int = 5,
+                 split=(0.8, 0.1, 0.1), rare_split=(0.6, 0.2, 0.2), target_scaling: str = "published",
+                 epochs: int = 100, batch_size: int = 128,
+                 learning_rate: float | None = None, layer_learning_rates: str = "fan-in",
+                 dropout: float | None = None, early_stopping_patience: int = 5,
                  n_draws: int | None = None, error_clip: float = 5.0, outside_distance: float = 0.5,
                  low_snr: float = 20.0, random_state: int = 0, device: str = "auto",
                  draw_batch_size: int | None = None, checkpoint_dir: str | None = None, progress: bool = True):
@@ -688,9 +701,11 @@ class ApogeeNet(LabelModel):
         self.class_column = class_column
         self.split = split
         self.rare_split = rare_split
+        self.target_scaling = target_scaling
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.layer_learning_rates = layer_learning_rates
         self.dropout = dropout
         self.early_stopping_patience = early_stopping_patience
         self.n_draws = n_draws
@@ -719,8 +734,23 @@ class ApogeeNet(LabelModel):
 
     def _scaling(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of the three outputs, in OUTPUT_ORDER."""
+        return self.target_mean_, self.target_std_
+
+    def _set_scaling(self, values: np.ndarray, names: list[str]) -> None:
+        """The papers' constants, or (``target_scaling="training"``) this training set's statistics."""
         table = np.array(TARGET_SCALING[self.version_], dtype=np.float64)
-        return table[:, 0], table[:, 1]
+        self.target_mean_, self.target_std_ = table[:, 0].copy(), table[:, 1].copy()
+        if self.target_scaling == "published":
+            return
+        if self.target_scaling != "training":
+            raise LabelExplorerError(f"target_scaling: expected 'published' or 'training', got {self.target_scaling!r}")
+        for j, name in enumerate(OUTPUT_ORDER):
+            if name in names:
+                column = values[:, names.index(name)]
+                column = np.log10(column) if name == "TEFF" and self.version_ == 2 else column
+                column = column[np.isfinite(column)]
+                self.target_mean_[j] = column.mean()
+                self.target_std_[j] = column.std() if column.std() > 0 else 1.0
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, spectra):
@@ -844,6 +874,7 @@ class ApogeeNet(LabelModel):
     def _fit(self, spectra, values, names, errors):
         self.version_ = self._version()
         self._check_labels(values, names)
+        self._set_scaling(values, names)
         spectra = self.prepare(spectra)
         self.use_photometry_ = bool(self.resolved("use_photometry"))
         self.metadata_fill_, self.metadata_mean_, self.metadata_std_ = METADATA_FILL, METADATA_MEAN, METADATA_STD
@@ -908,8 +939,19 @@ class ApogeeNet(LabelModel):
                      for call in getattr(self, "_callbacks", ())]
         result = train(network, self._loss, data, self._settings(description, seed, stage),
                        device=next(network.parameters()).device, callbacks=callbacks,
-                       fingerprint=f"{fingerprint}-{stage}", rows=(train_rows, dev_rows))
+                       fingerprint=f"{fingerprint}-{stage}", rows=(train_rows, dev_rows),
+                       parameter_groups=self._parameter_groups(network))
         return [{**record, "stage": stage} for record in result.history]
+
+    def _parameter_groups(self, network: nn.Module) -> list[dict] | None:
+        """One optimizer group per layer, its learning rate scaled by min(1, 16 / fan_in)."""
+        if self.layer_learning_rates == "uniform":
+            return None
+        if self.layer_learning_rates != "fan-in":
+            raise LabelExplorerError(f"layer_learning_rates: expected 'fan-in' or 'uniform', got "
+                                     f"{self.layer_learning_rates!r}")
+        return [{"params": list(layer.parameters()), "lr_scale": min(1.0, _FAN_IN_REFERENCE / layer.weight[0].numel())}
+                for layer in network.modules() if isinstance(layer, (nn.Conv1d, nn.Linear))]
 
     def _rows_loss(self, network, data, rows: np.ndarray) -> float:
         """The weighted MSE over *rows*, dropout off."""
@@ -1017,6 +1059,8 @@ class ApogeeNet(LabelModel):
         network = ApogeeNetNetwork(use_metadata=version == 2)
         _load_network_state(network, state, path)
         model.version_ = version
+        model.target_mean_, model.target_std_ = (np.array(TARGET_SCALING[version], dtype=np.float64)[:, k]
+                                                 for k in (0, 1))
         model.use_photometry_ = version == 2
         model.metadata_fill_, model.metadata_mean_, model.metadata_std_ = METADATA_FILL, METADATA_MEAN, METADATA_STD
         model.network_ = network.to(model._torch_device()).eval()
@@ -1157,7 +1201,8 @@ class ApogeeNet(LabelModel):
     # ------------------------------------------------------------------ persistence
     def _config_extra(self) -> dict:
         return {"version": self.version_, "use_photometry": self.use_photometry_,
-                "target_scaling": TARGET_SCALING[self.version_], "output_order": list(OUTPUT_ORDER),
+                "target_mean": self.target_mean_.tolist(), "target_std": self.target_std_.tolist(),
+                "output_order": list(OUTPUT_ORDER),
                 "metadata_columns": list(METADATA_COLUMNS), "metadata_fill": self.metadata_fill_.tolist(),
                 "metadata_mean": self.metadata_mean_.tolist(), "metadata_std": self.metadata_std_.tolist(),
                 "training_format": self.training_format_,
@@ -1170,6 +1215,8 @@ class ApogeeNet(LabelModel):
         try:
             self.version_ = int(extra["version"])
             self.use_photometry_ = bool(extra["use_photometry"])
+            self.target_mean_ = np.asarray(extra["target_mean"], dtype=np.float64)
+            self.target_std_ = np.asarray(extra["target_std"], dtype=np.float64)
             self.metadata_fill_ = np.asarray(extra["metadata_fill"], dtype=np.float64)
             self.metadata_mean_ = np.asarray(extra["metadata_mean"], dtype=np.float64)
             self.metadata_std_ = np.asarray(extra["metadata_std"], dtype=np.float64)
@@ -1179,9 +1226,12 @@ class ApogeeNet(LabelModel):
             self.history_ = list(extra.get("history", []))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"apogee-net config.json: missing or bad entry ({exc})") from exc
-        if self.version_ not in TARGET_SCALING or any(a.shape != (len(METADATA_COLUMNS),) for a in
-                                                       (self.metadata_fill_, self.metadata_mean_, self.metadata_std_)):
-            raise ModelFileError("apogee-net config.json: unknown version or metadata constants of the wrong length")
+        lengths_ok = (all(a.shape == (len(METADATA_COLUMNS),) for a in
+                          (self.metadata_fill_, self.metadata_mean_, self.metadata_std_))
+                      and self.target_mean_.shape == self.target_std_.shape == (len(OUTPUT_ORDER),))
+        if self.version_ not in TARGET_SCALING or not lengths_ok:
+            raise ModelFileError("apogee-net config.json: unknown version, or target / metadata constants of the "
+                                 "wrong length")
 
     def _save_weights(self, directory: Path) -> None:
         tensors = {f"network.{k}": v for k, v in module_tensors(self.network_).items()}
@@ -1219,12 +1269,12 @@ def _typical_flux(flux: np.ndarray) -> float:
 
 
 def _calibrate_outputs(network: ApogeeNetNetwork, data: Mapping[str, torch.Tensor], rows: np.ndarray, seed: int,
-                       sample: int = 64) -> None:
-    """Start the outputs at the training targets' mean with a small spread (0.1 in standardised units).
+                       sample: int = 64, spread: float = 0.1) -> None:
+    """Start the outputs at the training targets' mean with a spread over stars of *spread* (LSUV-like).
 
-    With raw flux as input the freshly initialised outputs scale with each star's brightness;
-    starting from the mean label instead spares the first epochs, which would otherwise only
-    undo that.
+    With raw flux as input, freshly initialised outputs scale with each star's brightness
+    (many standardised units apart); starting from the mean label with a small, still
+    spectrum-dependent spread spares the first epochs, which would otherwise only undo that.
     """
     chosen = np.sort(np.random.default_rng(seed).permutation(rows)[:sample])
     index = torch.as_tensor(chosen, device=data["x"].device)
@@ -1233,7 +1283,9 @@ def _calibrate_outputs(network: ApogeeNetNetwork, data: Mapping[str, torch.Tenso
         network.train()
         known = data["known"][index]
         target_mean = (data["y"][index] * known).sum(0) / known.sum(0).clamp_min(1)
-        scale = 0.1 / outputs.std(0).clamp_min(1e-6) if len(chosen) > 1 else torch.ones(outputs.shape[1])
+        scale = torch.ones(outputs.shape[1], device=outputs.device)
+        if len(chosen) > 1:
+            scale = spread / outputs.std(0).clamp_min(1e-12)
         network.fc3.weight.mul_(scale[:, None])
         network.fc3.bias.copy_(target_mean - outputs.mean(0) * scale)
 

@@ -139,6 +139,7 @@ def _pack(pixels: np.ndarray, results: list[dict], settings: dict) -> dict:
     """Per-pixel results -> flat arrays (variable-length parts concatenated with counts)."""
     k = settings["n_folds"]
     empty = (np.zeros(0, np.int32), np.zeros(0), 0.0)
+    no_index = [np.zeros(0, np.int32)]  # keeps concatenate happy (and int32) when a chunk has no support vector
     finals = [r.get("final", empty) for r in results]
     fold_models = [model for r in results for model in r.get("folds", [empty] * k)]
     dead_gamma = float(settings["gamma_grid"][0])
@@ -153,14 +154,14 @@ def _pack(pixels: np.ndarray, results: list[dict], settings: dict) -> dict:
         "grid_mse": np.array([r["grid_mse"] for r in results], float).reshape(len(results), -1),
         "intercept": np.array([f[2] for f in finals], float),
         "sv_count": np.array([len(f[0]) for f in finals], np.int64),
-        "sv_index": np.concatenate([np.asarray(f[0], np.int32) for f in finals] + [np.zeros(0, np.int32)]),
+        "sv_index": np.concatenate([np.asarray(f[0], np.int32) for f in finals] + no_index),
         "dual": np.concatenate([np.asarray(f[1], float) for f in finals] + [np.zeros(0)]),
     }
     if settings["keep_folds"]:
         packed.update({
             "fold_intercept": np.array([f[2] for f in fold_models], float).reshape(len(results), k),
             "fold_count": np.array([len(f[0]) for f in fold_models], np.int64).reshape(len(results), k),
-            "fold_sv_index": np.concatenate([np.asarray(f[0], np.int32) for f in fold_models] + [np.zeros(0, np.int32)]),
+            "fold_sv_index": np.concatenate([np.asarray(f[0], np.int32) for f in fold_models] + no_index),
             "fold_dual": np.concatenate([np.asarray(f[1], float) for f in fold_models] + [np.zeros(0)]),
         })
     return packed
@@ -646,7 +647,7 @@ class SLAM(LabelModel):
         span = self.training_labels_.max(axis=0) - self.training_labels_.min(axis=0)
         lower = self.training_labels_.min(axis=0) - _BOX_MARGIN * span
         upper = self.training_labels_.max(axis=0) + _BOX_MARGIN * span
-        variance = np.where(self.alive_, self.cv_mse_ * self.flux_scale_**2, np.inf)
+        variance = self._model_variance()
         if templates.shape[0] > _MAX_TEMPLATES:
             pick = np.random.default_rng(self.random_state).choice(templates.shape[0], _MAX_TEMPLATES, replace=False)
             templates = templates[np.sort(pick)]
@@ -731,6 +732,15 @@ class SLAM(LabelModel):
         self.distance_threshold_ = float(2.0 * np.percentile(distances, 99))
 
     # ------------------------------------------------------------------ prediction
+    @property
+    def model_variance(self) -> np.ndarray:
+        """σ²_model,j in flux units: each pixel's CV MSE times its training variance (inf: dead pixel)."""
+        self._check_fitted("give its model variance")
+        return self._model_variance()
+
+    def _model_variance(self) -> np.ndarray:
+        return np.where(self.alive_, self.cv_mse_ * self.flux_scale_**2, np.inf)
+
     def _label_fitter(self) -> LabelFitter:
         if getattr(self, "_fitter", None) is None:
             self._fitter = self._make_fitter(self.bank_, self.training_labels_)

@@ -153,7 +153,7 @@ def test_click_on_the_plane_updates_the_inspector(session):
 def test_switching_label_axis_and_source_redraws(session):
     page, _, state, _, _ = session
     label_selects = page.locator("select").filter(has=page.locator("option[value='MG_FE']"))
-    sidebar_label, plane_x = label_selects.nth(0), label_selects.nth(2)  # sidebar label; the plane's x and y
+    sidebar_label, plane_x = label_selects.nth(0), label_selects.nth(1)  # DOM order: sidebar label, plane x, y, colour
     sidebar_label.select_option("FE_H")
     page.wait_for_function(f"({_FIGURE_TITLES})().some(t => t.includes('ridge FE_H'))", timeout=30_000)
     assert state.label == "FE_H"

@@ -99,7 +99,7 @@ def test_bank_refuses_inconsistent_arrays(bad, match):
 def test_batched_levenberg_marquardt_equals_scipy_least_squares(trained):
     model, spectra, _ = trained
     box = model._label_fitter()
-    fitter = LabelFitter(model.bank_, model.flux_mean_, model.flux_scale_, box.model_variance, box.lower, box.upper,
+    fitter = LabelFitter(model.bank_, model.flux_mean_, model.flux_scale_, model.model_variance, box.lower, box.upper,
                          model.training_labels_, chi2_tol=0.0)  # converge fully, like least_squares
     test, _ = toy_stars(6, seed=11)
     ours = fitter.fit(test.flux, test.error, ~test.mask)
@@ -244,7 +244,11 @@ def test_interrupted_training_resumes_from_checkpoint(tmp_path, monkeypatch):
     assert len(list((tmp_path / "ckpt" / "train").glob("chunk_*.npz"))) == 2
 
     calls.clear()
-    monkeypatch.setattr(slam_module, "_fit_chunk", lambda pixels, *a, **k: calls.append(pixels) or original(pixels, *a, **k))
+    def counted(pixels, *args, **kwargs):
+        calls.append(pixels)
+        return original(pixels, *args, **kwargs)
+
+    monkeypatch.setattr(slam_module, "_fit_chunk", counted)
     resumed = SLAM(**settings).fit(spectra, labels)
     assert sorted(np.concatenate(calls).tolist()) == list(range(16, 32))  # only the unfinished pixels
     fresh = SLAM(**FAST).fit(spectra, labels)

@@ -32,6 +32,14 @@ class ClusterView(pn.viewable.Viewer):
     state : ExplorerState
     cluster : str
         A name from the catalog's ``CLUSTER`` column.
+
+    Examples
+    --------
+    >>> state = ExplorerState(pd.DataFrame({"ID": ["a", "b", "c"], "CLUSTER": ["M67", "M67", ""],
+    ...                                     "TRUE__FE_H": [0.01, -0.01, -0.5]}))
+    >>> view = ClusterView(state)
+    >>> view.cluster, round(float(view.report()["spread"][0]), 4)
+    ('M67', 0.0141)
     """
 
     state = param.ClassSelector(class_=ExplorerState, doc="The shared dashboard state.")

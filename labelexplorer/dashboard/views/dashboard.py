@@ -86,6 +86,14 @@ def explore(catalog=None, *, universe=None, models=None, spectra=None, galaxies=
     Dashboard
         Display it in a notebook (after ``pn.extension(inline=True)``), or reach the
         state and views through ``.state``, ``.plane``, ``.inspector``...
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> dashboard = explore(pd.DataFrame({"ID": ["a", "b"], "RIDGE__TEFF": [4000.0, 5000.0],
+    ...                                   "RIDGE__LOGG": [1.0, 4.0]}))
+    >>> dashboard.plane.click(4100.0, 1.2), dashboard.state.star
+    ('a', 'a')
     """
     if isinstance(catalog, ExplorerState):
         return Dashboard(catalog)

@@ -23,6 +23,16 @@ class ExportView(pn.viewable.Viewer):
     ----------
     state : ExplorerState
     format : {"csv", "parquet", "fits"}
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> state = ExplorerState(pd.DataFrame({"ID": ["a", "b"], "TRUE__TEFF": [4000.0, 5000.0]}))
+    >>> view = ExportView(state)
+    >>> view.download.disabled
+    True
+    >>> state.select(["b"]); view._payload().read().decode().splitlines()
+    ['ID,TRUE__TEFF', 'b,5000.0']
     """
 
     state = param.ClassSelector(class_=ExplorerState, doc="The shared dashboard state.")

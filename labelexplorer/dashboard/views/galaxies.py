@@ -39,6 +39,15 @@ class GalaxyView(pn.viewable.Viewer):
         Its ``galaxies`` (a GalaxySource) is what is shown.
     max_images : int
         Cutouts in the gallery.
+
+    Examples
+    --------
+    >>> from labelexplorer.dashboard.state import GalaxySource
+    >>> galaxies = GalaxySource(pd.DataFrame({"objID": ["1", "2"], "log_mstar": [9.5, 10.5],
+    ...                                       "oh_p50": [8.8, 9.05], "GALAXY_CNN__OH_P50": [8.85, 9.0]}))
+    >>> view = GalaxyView(ExplorerState(pd.DataFrame({"ID": ["s"]}), galaxies=galaxies))
+    >>> view.methods(), view.scores().loc["galaxy-cnn", "rmse"].round(3)
+    (['galaxy-cnn'], np.float64(0.05))
     """
 
     state = param.ClassSelector(class_=ExplorerState, doc="The shared dashboard state.")

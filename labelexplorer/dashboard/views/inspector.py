@@ -110,6 +110,16 @@ class StarInspector(pn.viewable.Viewer):
         Continuum-normalised spectrum, or the raw spectrum with its continuum.
     show_sensitivity : bool
         Compute and plot d label / d pixel of the active method (costs a model call).
+
+    Examples
+    --------
+    >>> state = ExplorerState(pd.DataFrame({"ID": ["a", "b"], "RIDGE__TEFF": [4000.0, 5000.0]}))
+    >>> inspector = StarInspector(state)
+    >>> state.step_star(1)
+    >>> "<span id='active-star'>a</span>" in inspector._header.object
+    True
+    >>> inspector.status  # no spectrum source was given
+    'No spectrum source was given at start-up: only the catalog values are shown.'
     """
 
     state = param.ClassSelector(class_=ExplorerState, doc="The shared dashboard state.")

@@ -36,6 +36,14 @@ class SensitivityView(pn.viewable.Viewer):
         Subsets compared (see :data:`SUBSETS`).
     max_stars : int
         Stars per subset used for the mean (evenly spaced through the subset).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> state = ExplorerState(pd.DataFrame({"ID": ["a", "b", "c"], "RIDGE__FE_H": [-1.2, -0.1, 0.3]}))
+    >>> view = SensitivityView(state)
+    >>> view.subset_rows("metal-poor").tolist(), view.subset_rows("metal-rich").tolist()
+    ([0], [2])
     """
 
     state = param.ClassSelector(class_=ExplorerState, doc="The shared dashboard state.")

@@ -43,6 +43,13 @@ class SequenceView(pn.viewable.Viewer):
     state : ExplorerState
     all_elements : bool
         Also draw small multiples of every element the method provides.
+
+    Examples
+    --------
+    >>> state = ExplorerState(pd.DataFrame({"ID": ["a", "b"], "RIDGE__FE_H": [-1.0, 0.0],
+    ...                                     "RIDGE__MG_H": [-0.7, 0.05]}))
+    >>> SequenceView(state).sequence("ridge", "Mg")["X_FE"].round(2).tolist()
+    [0.3, 0.05]
     """
 
     state = param.ClassSelector(class_=ExplorerState, doc="The shared dashboard state.")

@@ -17,6 +17,7 @@ import weakref
 import datashader as ds
 import holoviews as hv
 import numpy as np
+import pandas as pd
 import panel as pn
 import param
 from holoviews.operation.datashader import dynspread, rasterize
@@ -102,7 +103,7 @@ def nearest_star_tree(state: ExplorerState, x_column: str, y_column: str) -> Nea
     """The (cached) :class:`NearestStar` of two catalog columns of *state*'s catalog."""
     key = (id(state.catalog), x_column, y_column)
     if key not in _TREES:
-        frame = state.frame([x_column, y_column])
+        frame = state.table([x_column, y_column])
         _TREES[key] = NearestStar(frame[x_column].to_numpy(), frame[y_column].to_numpy())
         weakref.finalize(state.catalog, _TREES.pop, key, None)
     return _TREES[key]
@@ -124,6 +125,17 @@ class LabelPlane(pn.viewable.Viewer):
         ``"count"`` or a quantity of the plotted source (a label or an uncertainty).
     show : {"method", "reference"}
         Plot the state's active method or its reference.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> state = ExplorerState(pd.DataFrame({"ID": ["a", "b"], "RIDGE__TEFF": [4000.0, 5000.0],
+    ...                                     "RIDGE__LOGG": [1.0, 4.0]}))
+    >>> plane = LabelPlane(state)
+    >>> plane.click(4900.0, 3.9), state.star
+    ('b', 'b')
+    >>> plane.select_box((3500.0, 0.0, 4500.0, 2.0)).tolist()
+    [0]
     """
 
     state = param.ClassSelector(class_=ExplorerState, doc="The shared dashboard state.")
@@ -140,9 +152,12 @@ class LabelPlane(pn.viewable.Viewer):
     last_tap = param.Tuple(default=None, length=2, allow_None=True, doc="Data coordinates of the last click.")
 
     def __init__(self, state: ExplorerState, **params):
+        chosen = {name: params.pop(name) for name in ("x", "y", "colour") if name in params}
         super().__init__(state=state, **params)
         self._pane = pn.pane.HoloViews(sizing_mode="fixed", width=self.width + 90, height=self.height + 10)
         self._message = pn.pane.Alert("", alert_type="info", visible=False)
+        self._update_choices()
+        self.param.update(**chosen)  # validated against the catalog's labels, known only now
         self._refreshing = False
         self._refresh()
         self.param.watch(self._refresh, ["x", "y", "colour", "show"])
@@ -224,7 +239,7 @@ class LabelPlane(pn.viewable.Viewer):
         if x_column is None or y_column is None:
             n = len(self.state)
             return np.full(n, np.nan), np.full(n, np.nan)
-        frame = self.state.frame([x_column, y_column])
+        frame = self.state.table([x_column, y_column])
         return frame[x_column].to_numpy(dtype=float), frame[y_column].to_numpy(dtype=float)
 
     def _view_range(self, axis: str):
@@ -246,7 +261,7 @@ class LabelPlane(pn.viewable.Viewer):
 
     def figure(self, x_column: str, y_column: str, colour_column: str | None):
         """The HoloViews overlay: raster, zoomed-in stars, selection and active star."""
-        catalog = self.state.frame([x_column, y_column] + ([colour_column] if colour_column else []))
+        catalog = self.state.table([x_column, y_column] + ([colour_column] if colour_column else []))
         x_dim = hv.Dimension(x_column, label=theme.axis_label(self.x))
         y_dim = hv.Dimension(y_column, label=theme.axis_label(self.y))
         vdims = [hv.Dimension(colour_column, label=theme.axis_label(self.colour))] if colour_column else []
@@ -287,11 +302,12 @@ class LabelPlane(pn.viewable.Viewer):
         margin = pad * (hi - lo) if hi > lo else 0.5
         return (lo - margin, hi + margin)
 
-    def _frame(self, rows=None):
+    def _frame(self, rows) -> pd.DataFrame:
+        """The plotted columns of some rows (copies only those rows)."""
         x_dim, y_dim, vdims = self._dims
         columns = [x_dim.name, y_dim.name] + [d.name for d in vdims]
-        frame = self.state.frame(columns)
-        return frame if rows is None else frame.iloc[rows]
+        frame = self.state.table(columns)
+        return frame.iloc[np.asarray(rows, dtype=np.int64), frame.columns.get_indexer(columns)]
 
     def _points(self, rows, **style):
         x_dim, y_dim, vdims = self._dims

@@ -93,7 +93,7 @@ class ResNetTrunk(nn.Module):
 
     Examples
     --------
-    >>> trunk = ResNetTrunk(18, width=8)
+    >>> trunk = ResNetTrunk(18, width=8).eval()
     >>> trunk(torch.zeros(2, 3, 37, 21)).shape, trunk(torch.zeros(1, 3, 1, 1)).shape
     (torch.Size([2, 128]), torch.Size([1, 128]))
     """
@@ -202,7 +202,7 @@ class ResNetRegressor(nn.Module):
     >>> net(torch.rand(2, 3, 16, 16)).shape
     torch.Size([2, 1])
     >>> [len(group) for group in net.layer_groups()]
-    [18, 12, 8]
+    [18, 18, 8]
     """
 
     def __init__(self, depth: int = 34, width: int = 64, n_outputs: int = 1, hidden: int = 512,
@@ -295,6 +295,8 @@ def load_trunk_weights(trunk: ResNetTrunk, source, *, name: str | None = None) -
     """
     name = name or (str(source) if isinstance(source, (str, Path)) else "pretrained weights")
     state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
+    if not all(torch.is_tensor(value) for value in state.values()):
+        raise ModelFileError(f"{name}: expected a mapping of parameter names to tensors")
     cleaned, ignored = {}, []
     for key, value in state.items():
         short = key

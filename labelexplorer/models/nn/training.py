@@ -217,6 +217,12 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[st
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": [dict(g) for g in settings["param_groups"]]})
+    # the stored moments are contiguous; give them their parameter's memory layout (e.g. channels-last
+    # convolutions), without which Adam's multi-tensor update does not continue the same trajectory
+    for param, entries in optimizer.state.items():
+        for key, value in entries.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                entries[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _rng_states(device: torch.device) -> tuple:
