@@ -143,10 +143,9 @@ def agreement(single, parallel) -> str:
     """'bit for bit', or the largest |difference| / total uncertainty over the labels."""
     import pyarrow.parquet as pq
 
-    a, b = pq.read_table(single._files[0]), pq.read_table(parallel._files[0])
-    if a.equals(b):
+    a, b = pq.read_table(single._files[0]).to_pandas(), pq.read_table(parallel._files[0]).to_pandas()
+    if a.equals(b):  # NaN where the other has NaN counts as equal (pyarrow's Table.equals would not)
         return "bit for bit"
-    a, b = a.to_pandas(), b.to_pandas()
     worst = max(float(np.nanmax(np.abs(a[n] - b[n]) / a[f"{n}_ERR"])) for n in single.label_names)
     return f"max |diff| = {worst:.3g} sigma"
 

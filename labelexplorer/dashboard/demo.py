@@ -189,7 +189,7 @@ class Demo:
 
     def state(self):
         """A fresh dashboard state over this demo (one per browser session)."""
-        from .state import ExplorerState, UniverseSpectra
+        from .state import ExplorerState
 
         return ExplorerState(self.catalog, models=self.models, spectra=self._spectra(), galaxies=self.galaxies)
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import holoviews as hv
 import numpy as np
 import pandas as pd
@@ -21,12 +18,6 @@ from labelexplorer.dashboard.views.sensitivity import SensitivityView
 from labelexplorer.dashboard.views.sequences import SequenceView
 from labelexplorer.dashboard.views.teff_logg import LabelPlane, NearestStar
 from labelexplorer.preprocess.grid import apogee_wavelength
-
-_spec = importlib.util.spec_from_file_location("dashboard_state_cases", Path(__file__).with_name("test_state.py"))
-_cases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cases)
-small_catalog = _cases.small_catalog
-
 
 class FakeSpectra:
     """Spectra on the APOGEE grid whose Mg lines deepen with [Mg/H]: a stand-in for a survey."""
@@ -53,8 +44,8 @@ class FakeSpectra:
 
 
 @pytest.fixture(scope="module")
-def catalog() -> pd.DataFrame:
-    return small_catalog()
+def catalog(dashboard_catalog) -> pd.DataFrame:
+    return dashboard_catalog.copy()
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +145,7 @@ def test_plane_empty_state_for_a_missing_label(state):
 
 
 # ------------------------------------------------------------------------------------ inspector
-def test_inspector_shows_spectrum_masks_windows_and_sensitivity(state, ridge):
+def test_inspector_shows_spectrum_masks_windows_and_sensitivity(state, ridge, catalog):
     inspector = StarInspector(state)
     assert "Click a star" in inspector._header.object
     state.label, state.element = "MG_FE", "Mg"
@@ -172,7 +163,9 @@ def test_inspector_shows_spectrum_masks_windows_and_sensitivity(state, ridge):
     sensitivity = [el for el in sensitivity_panel if isinstance(el, hv.Curve)][0]
     np.testing.assert_allclose(sensitivity.dimension_values(1), ridge.coef_[ridge.label_names_.index("MG_FE")])
     assert "pipeline model" in curves
-    assert "ridge σ total" in inspector._table.object and "bcnn-censored" in inspector._table.object
+    row = catalog.set_index("ID").loc["2M00000042"]
+    assert f"{row['RIDGE__TEFF']:.0f} ± {row['RIDGE__TEFF_ERR']:.0f}" in inspector._table.object
+    assert "model 0.030 · pred 0.040" in inspector._table.object and "bcnn-censored" in inspector._table.object
 
 
 def test_inspector_navigation_by_buttons_and_keys(state):

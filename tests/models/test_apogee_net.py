@@ -331,7 +331,8 @@ def toy_fit():
                       meta={"format": "apstar"})
     labels = {"TEFF": teff, "LOGG": logg, "FE_H": feh.copy()}
     labels["FE_H"][-2:] = -9999.0
-    model = ApogeeNet(version=1, epochs=4, batch_size=4, learning_rate=3e-5, n_draws=3, fine_tune_rounds=1,
+    model = ApogeeNet(version=1, epochs=4, batch_size=4, learning_rate=3e-4, layer_learning_rates="fan-in", n_draws=3,
+                      fine_tune_rounds=1,
                       early_stopping_patience=4, progress=False)
     classes = np.where(np.arange(n) < 8, "yso", "red_giant")
     records = []

@@ -23,6 +23,8 @@ from .sequences import sequence_columns
 
 __all__ = ["ClusterView"]
 
+_PANEL, _PANELS_PER_ROW = 230, 4  # size of each Mg-Al panel (px) and panels per row
+
 
 class ClusterView(pn.viewable.Viewer):
     """Homogeneity of one cluster for every source, and its Mg–Al plane.
@@ -48,7 +50,8 @@ class ClusterView(pn.viewable.Viewer):
     def __init__(self, state: ExplorerState, **params):
         super().__init__(state=state, **params)
         self._spread = pn.pane.HoloViews(None, sizing_mode="fixed", width=900, height=360)
-        self._mg_al = pn.pane.HoloViews(None, sizing_mode="fixed", width=900, height=330)
+        self._mg_al = pn.pane.HoloViews(None, sizing_mode="fixed", width=(_PANEL + 20) * _PANELS_PER_ROW + 60,
+                                        height=_PANEL + 30)
         self._table = pn.pane.DataFrame(pd.DataFrame(), float_format="{:.3f}".format, max_height=400)
         self._message = pn.pane.Alert("", alert_type="info", visible=False)
         self._update_clusters()
@@ -143,10 +146,14 @@ class ClusterView(pn.viewable.Viewer):
         for source, result in results.items():
             if result.n < 2:
                 continue
-            title = f"{source}: r = {result.pearson_r:.2f}, σ[Al/Fe] = {result.al_spread:.2f}"
+            title = f"{source}: r {result.pearson_r:.2f}, σ[Al/Fe] {result.al_spread:.2f}"
             panels.append(hv.Scatter((result.mg, result.al), "[Mg/Fe]", "[Al/Fe]").opts(
-                color=theme.source_colour(source), size=5, width=280, height=280, title=title))
-        return hv.Layout(panels).cols(3).opts(shared_axes=True) if panels else None
+                color=theme.source_colour(source), size=5, width=_PANEL, height=_PANEL, title=title,
+                fontsize={"title": 10}))
+        if not panels:
+            return None
+        self._mg_al.height = (_PANEL + 30) * -(-len(panels) // _PANELS_PER_ROW)
+        return hv.Layout(panels).cols(_PANELS_PER_ROW).opts(shared_axes=True)
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(pn.widgets.Select.from_param(self.param.cluster, width=200), self._message, self._spread,

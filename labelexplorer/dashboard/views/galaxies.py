@@ -140,12 +140,12 @@ class GalaxyView(pn.viewable.Viewer):
                                                                                xaxis=None, yaxis=None)
         truth = self.table[TRUE_METALLICITY].to_numpy(float)
         lo, hi = np.nanpercentile(truth, [0.5, 99.5])
-        layers = [hv.Curve(([lo, hi], [lo, hi])).opts(color="#999999", line_dash="dashed")]
+        axes = [hv.Dimension("true", label="true 12 + log(O/H)"), hv.Dimension("predicted", label="predicted")]
+        layers = [hv.Curve(([lo, hi], [lo, hi]), *axes).opts(color="#999999", line_dash="dashed")]
         scores = self.scores()
         for method in methods:
             predicted = self.table[source_prefix(method) + "OH_P50"].to_numpy(float)
             label = f"{method}: RMSE {scores.loc[method, 'rmse']:.3f}, NMAD {scores.loc[method, 'nmad']:.3f}"
-            axes = [hv.Dimension("true", label="true 12 + log(O/H)"), hv.Dimension("predicted", label="predicted")]
             layers.append(hv.Points((truth, predicted), kdims=axes, label=label).opts(
                 color=theme.source_colour(method), size=4, alpha=0.6))
         return hv.Overlay(layers).opts(width=440, height=420, legend_position="top_left", show_grid=True,

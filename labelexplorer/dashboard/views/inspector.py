@@ -12,6 +12,7 @@ uncertainties side by side, plus raised flags. Next/previous buttons and the arr
 from __future__ import annotations
 
 import functools
+import html
 
 import holoviews as hv
 import numpy as np
@@ -24,7 +25,7 @@ from ...preprocess.grid import APOGEE_N_PIXELS
 from .. import theme
 from ..state import ExplorerState, label_element, source_prefix
 
-__all__ = ["StarInspector", "KeyboardNavigation", "element_windows", "mask_intervals", "format_star_table"]
+__all__ = ["StarInspector", "KeyboardNavigation", "element_windows", "mask_intervals", "star_table_html"]
 
 _NAVIGATION_KEYS = {"ArrowRight": 1, "ArrowLeft": -1, "j": 1, "k": -1}
 
@@ -53,25 +54,68 @@ def mask_intervals(wavelength: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.column_stack([wavelength[starts], wavelength[stops]]) if starts.size else np.empty((0, 2))
 
 
+def _robust_limits(flux: np.ndarray) -> tuple[float, float]:
+    """Flux axis range from the 0.5-99.5 percentiles plus a margin: a few wild pixels must not flatten the plot.
+
+    Examples
+    --------
+    >>> flux = np.r_[np.linspace(0.6, 1.05, 998), -50.0, 80.0]
+    >>> [round(v, 2) for v in _robust_limits(flux)]
+    [0.53, 1.12]
+    """
+    finite = flux[np.isfinite(flux)]
+    if finite.size == 0:
+        return (np.nan, np.nan)
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    margin = 0.15 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1.0)
+    return (float(lo - margin), float(hi + margin))
+
+
 def _format_value(label: str, value: float) -> str:
     if not np.isfinite(value):
         return ""
     return f"{value:.0f}" if label.startswith("TEFF") else f"{value:.3f}"
 
 
-def format_star_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings for display: Teff to 1 K, other labels to 0.001 dex; unknown values blank.
+def star_table_html(table: pd.DataFrame) -> str:
+    """One star's labels as a compact HTML table: per source, ``value ± total`` over ``model · predictive``.
+
+    *table* is :meth:`ExplorerState.star_table`. Teff is shown to 1 K, other labels to
+    0.001 dex; unknown values are left blank.
 
     Examples
     --------
-    >>> frame = pd.DataFrame({("ridge", "value"): [4812.34, 0.12345]}, index=["TEFF", "FE_H"])
-    >>> format_star_table(frame).iloc[:, 0].tolist()
-    ['4812', '0.123']
+    >>> columns = pd.MultiIndex.from_tuples([("ridge", "value"), ("ridge", "total"), ("ridge", "model"),
+    ...                                      ("ridge", "predictive")])
+    >>> frame = pd.DataFrame([[4812.34, 50.0, 30.0, 40.0]], index=["TEFF"], columns=columns)
+    >>> "4812 ± 50" in star_table_html(frame), "model 30 · pred 40" in star_table_html(frame)
+    (True, True)
     """
-    out = table.copy().astype(object)
+    sources = list(dict.fromkeys(table.columns.get_level_values(0)))
+    head = "".join(f"<th>{html.escape(source)}</th>" for source in sources)
+    rows = []
     for label in table.index:
-        out.loc[label] = [_format_value(str(label), float(v)) for v in table.loc[label]]
-    return out
+        cells = []
+        for source in sources:
+            get = lambda quantity: float(table[(source, quantity)].get(label, np.nan)) if (  # noqa: E731
+                source, quantity) in table.columns else np.nan
+            value, total = _format_value(label, get("value")), _format_value(label, get("total"))
+            parts = [value + (f" ± {total}" if total else "")]
+            model, predictive = _format_value(label, get("model")), _format_value(label, get("predictive"))
+            if model or predictive:
+                parts.append(f"<br><small>model {model or '–'} · pred {predictive or '–'}</small>")
+            cells.append(f"<td>{''.join(parts)}</td>")
+        rows.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(cells)}</tr>")
+    return (f"<table class='star-table'><thead><tr><th></th>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+_TABLE_CSS = """
+table.star-table { border-collapse: collapse; font-size: 12px; }
+table.star-table th, table.star-table td { padding: 2px 8px; text-align: right; border-bottom: 1px solid #eee;
+                                           white-space: nowrap; }
+table.star-table td small { color: #777; }
+"""
 
 
 class KeyboardNavigation(pn.reactive.ReactiveHTML):
@@ -133,7 +177,8 @@ class StarInspector(pn.viewable.Viewer):
         super().__init__(state=state, **params)
         self._header = pn.pane.HTML("", sizing_mode="stretch_width")
         self._plots = pn.pane.HoloViews(None, sizing_mode="fixed", width=self.width + 80, height=560)
-        self._table = pn.pane.HTML("", sizing_mode="stretch_width")
+        self._table = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[_TABLE_CSS], max_height=520,
+                                   styles={"overflow-y": "auto"})
         self._flags = pn.pane.Markdown("")
         self._notes = pn.pane.Markdown("", styles={"color": "#a05a00"})
         self.keys = KeyboardNavigation()
@@ -288,7 +333,8 @@ class StarInspector(pn.viewable.Viewer):
             layers.append(hv.Curve((wavelength, continuum), kdims=[wl], vdims=[fx], label="continuum").opts(
                 color="#e6550d", line_width=2))
         top = hv.Overlay(layers).opts(width=self.width, height=theme.SPECTRUM_HEIGHT, legend_position="right",
-                                      show_grid=True, title=f"{self.state.star}", tools=["hover"])
+                                      show_grid=True, title=f"{self.state.star}", tools=["hover"],
+                                      ylim=_robust_limits(flux))
         sensitivity = self.sensitivity(spectrum) if self.show_sensitivity else None
         if sensitivity is None:
             return hv.Layout([top]).cols(1)
@@ -311,12 +357,7 @@ class StarInspector(pn.viewable.Viewer):
 
     def _table_html(self) -> str:
         table = self.state.star_table()
-        if table.empty:
-            return ""
-        shown = format_star_table(table)
-        shown.columns = [f"{source} {'' if quantity == 'value' else 'σ ' + quantity}".strip()
-                         for source, quantity in table.columns]
-        return shown.to_html(classes="star-table", border=0, na_rep="")
+        return "" if table.empty else star_table_html(table)
 
     # ---------------------------------------------------------------- keyboard
     def _on_key(self, event) -> None:
