@@ -1,9 +1,17 @@
-"""Analysis of predictions: metrics, clusters, sequences, the MZR, sensitivity and COD."""
+"""Analysis of predictions: metrics, clusters, sequences, the MZR, sensitivity and COD.
 
+Dependency rule (a deliberate refinement of DESIGN §1): ``metrics``, ``selection`` and
+``cod`` are leaf modules — numpy plus the core types only — holding the one
+implementation of scatter statistics, label distances/polygons and coefficients of
+dependence. Models and the catalog use them (SLAM's error law and COD, APOGEE Net's YSO
+polygon, ``Catalog.compare``), so they may be imported from ``models`` and ``catalog``.
+The rest of ``analysis`` (clusters, sequences, the MZR, baselines) works on predictions
+and catalogs and sits after them; nothing in ``analysis`` imports the dashboard.
+"""
+
+from .cod import CODSpectra, cod_full, cod_per_label, cod_spectra
 from .metrics import bias, calibration_ratio, nmad, outlier_fraction, rmse, sigma_mad, summarize
+from .selection import in_polygon, label_distance
 
-__all__ = ["bias", "calibration_ratio", "nmad", "outlier_fraction", "rmse", "sigma_mad", "summarize"]
-from .cod import CODSpectra, cod_full, cod_per_label, cod_spectra  # noqa: E402
-from .selection import in_polygon, label_distance  # noqa: E402
-
-__all__ += ["CODSpectra", "cod_full", "cod_per_label", "cod_spectra", "in_polygon", "label_distance"]
+__all__ = ["bias", "calibration_ratio", "nmad", "outlier_fraction", "rmse", "sigma_mad", "summarize",
+           "CODSpectra", "cod_full", "cod_per_label", "cod_spectra", "in_polygon", "label_distance"]

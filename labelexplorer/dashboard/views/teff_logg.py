@@ -36,10 +36,10 @@ class NearestStar:
     """Nearest star to a click, in the plot's screen coordinates.
 
     The tree is built once in coordinates normalised by the full data range. A zoomed
-    view stretches the axes by different factors ``a`` and ``b``; the screen distance is
-    then at least ``min(a, b)`` times the tree distance, so after the tree's nearest star
-    (screen distance ``s``) every closer candidate lies within ``s / min(a, b)`` in tree
-    coordinates: one ball query gives the exact answer.
+    view stretches the axes by different factors ``a`` and ``b``, so the screen distance
+    is at least ``min(a, b)`` times the tree distance: among the ``k`` nearest stars in
+    the tree, the one nearest on screen is the answer as soon as ``min(a, b)`` times the
+    ``k``-th tree distance exceeds its screen distance; otherwise ``k`` grows fourfold.
 
     Parameters
     ----------
@@ -78,14 +78,16 @@ class NearestStar:
             return None
         query = (np.array([x, y]) - self.offset) / self.scale
         stretch = np.array([self._stretch(x_range, 0), self._stretch(y_range, 1)])
-        _, index = self.tree.query(query)
-        best = np.hypot(*((self.tree.data[index] - query) * stretch))
-        ball = self.tree.query_ball_point(query, best / stretch.min() * (1 + 1e-9) + 1e-12)
-        if len(ball) > 1:
-            candidates = np.asarray(ball)
-            screen = np.hypot(*((self.tree.data[candidates] - query) * stretch).T)
-            index = candidates[np.argmin(screen)]
-        return int(self.rows[index])
+        k, n = 8, len(self)
+        while True:
+            distance, index = self.tree.query(query, k=min(k, n))
+            distance, index = np.atleast_1d(distance), np.atleast_1d(index)
+            screen = np.hypot(*((self.tree.data[index] - query) * stretch).T)
+            best = int(np.argmin(screen))
+            # every star beyond the k nearest lies at least stretch.min() * distance[-1] away on screen
+            if k >= n or stretch.min() * distance[-1] >= screen[best]:
+                return int(self.rows[index[best]])
+            k *= 4
 
     def _stretch(self, axis_range, axis: int) -> float:
         """Screen units per tree unit along *axis* for a view of *axis_range*."""
