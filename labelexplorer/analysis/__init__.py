@@ -1,11 +1,12 @@
 """Analysis of predictions: metrics, clusters, sequences, the MZR, sensitivity and COD.
 
-Dependency rule (a deliberate refinement of DESIGN §1): ``metrics``, ``selection`` and
-``cod`` are leaf modules — numpy plus the core types only — holding the one
+Dependency rule (a deliberate refinement of DESIGN §1): ``metrics``, ``selection``,
+``cod`` and ``mzr`` are leaf modules — numpy plus the core types only — holding the one
 implementation of scatter statistics, label distances/polygons and coefficients of
 dependence. Models and the catalog use them (SLAM's error law and COD, APOGEE Net's YSO
-polygon, ``Catalog.compare``), so they may be imported from ``models`` and ``catalog``.
-The rest of ``analysis`` (clusters, sequences, the MZR, baselines) works on predictions
+polygon, ``Catalog.compare``, the mock galaxies' MZR), so ``mock``, ``models`` and
+``catalog`` may import them.
+The rest of ``analysis`` (clusters, sequences, baselines) works on predictions
 and catalogs and sits after them; nothing in ``analysis`` imports the dashboard.
 """
 

@@ -7,8 +7,8 @@ relation ``Z = -1.492 + 1.847 log M - 0.08026 (log M)²``, whose observed scatte
 ≈ 0.10 dex over 8.5 < log M < 11.5. A predictor whose errors were random would widen the
 MZR; one that tracks a hidden third parameter would not.
 
-The polynomial itself has one implementation, :func:`labelexplorer.mock.galaxies.tremonti_mzr`
-(the mock universe draws its metallicities from it); it is re-exported here.
+The polynomial has one implementation, :func:`tremonti_mzr` here; the mock universe
+draws its galaxy metallicities from it (this module is a leaf: numpy, pandas, metrics).
 Scatter statistics come from :mod:`labelexplorer.analysis.metrics`.
 """
 
@@ -18,11 +18,22 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import ShapeError
-from ..mock.galaxies import tremonti_mzr
 from .metrics import nmad, rmse
 
 __all__ = ["tremonti_mzr", "TREMONTI_SCATTER", "DEFAULT_MASS_BINS", "mzr_offsets", "binned_mzr", "mzr_scatter",
            "compare_mzr"]
+
+def tremonti_mzr(log_mstar) -> np.ndarray:
+    """The Tremonti et al. (2004) mass–metallicity relation, 12 + log(O/H) of log M*/M☉.
+
+    Examples
+    --------
+    >>> [round(float(z), 3) for z in tremonti_mzr([9.0, 10.0, 11.0])]
+    [8.63, 8.952, 9.114]
+    """
+    x = np.asarray(log_mstar, dtype=np.float64)
+    return -1.492 + 1.847 * x - 0.08026 * x ** 2
+
 
 TREMONTI_SCATTER = 0.10
 """Observed 1σ scatter of 12 + log(O/H) about the Tremonti et al. (2004) relation (dex)."""

@@ -388,6 +388,7 @@ class ExplorerState(param.Parameterized):
         super().__init__(catalog=catalog, models=dict(models or {}), spectra=spectra, galaxies=galaxies)
         self._cache: dict[tuple, pd.DataFrame] = {}
         self._ids: pd.Index | None = None
+        self._star_position: tuple = (None, None)
         self._update_sources()
         self.param.update(**params)
 
@@ -399,7 +400,7 @@ class ExplorerState(param.Parameterized):
             raise LabelExplorerError(f"catalog: expected a pandas or dask DataFrame, got {type(frame).__name__}")
         if "ID" not in frame.columns:
             raise LabelExplorerError("catalog: expected an 'ID' column identifying each star")
-        self._cache, self._ids = {}, None
+        self._cache, self._ids, self._star_position = {}, None, (None, None)
         sources = catalog_sources(frame.columns)
         methods = [s for s in sources if s not in REFERENCES]
         references = [s for s in sources if s in REFERENCES]
@@ -409,15 +410,10 @@ class ExplorerState(param.Parameterized):
         for source in sources:
             labels += [label for label in source_labels(frame.columns, source) if label not in labels]
         self.param.label.objects = labels
-        with param.parameterized.discard_events(self):
-            self.sources, self.methods = sources, methods
-            self.method = self.method if self.method in self.param.method.objects else next(
-                iter(self.param.method.objects), None)
-            self.reference = self.reference if self.reference in self.param.reference.objects else next(
-                iter(self.param.reference.objects), None)
-            self.label = self.label if self.label in labels else next(iter(labels), None)
-            self.selection = np.empty(0, dtype=np.int64)
-            self.star = None
+        keep = lambda value, allowed: value if value in allowed else next(iter(allowed), None)  # noqa: E731
+        self.param.update(sources=sources, methods=methods, method=keep(self.method, self.param.method.objects),
+                          reference=keep(self.reference, self.param.reference.objects),
+                          label=keep(self.label, labels), selection=np.empty(0, dtype=np.int64), star=None)
 
     @property
     def is_dask(self) -> bool:
@@ -425,7 +421,7 @@ class ExplorerState(param.Parameterized):
         return hasattr(self.catalog, "compute")
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.table(["ID"]))
 
     @property
     def columns(self) -> list[str]:
@@ -487,10 +483,20 @@ class ExplorerState(param.Parameterized):
 
     @property
     def ids(self) -> pd.Index:
-        """Star IDs in catalog order (an index for fast lookups)."""
+        """Star IDs in catalog order, as an index for lookups by ID (built on first use)."""
         if self._ids is None:
-            self._ids = pd.Index(self.frame(["ID"])["ID"].astype(str))
+            self._ids = pd.Index(self.table(["ID"])["ID"].to_numpy().astype(str))
         return self._ids
+
+    def ids_at(self, positions) -> np.ndarray:
+        """IDs of the stars at row *positions* (no index needed: cheap for any catalog size)."""
+        values = self.table(["ID"])["ID"].iloc[np.asarray(positions, dtype=np.int64)]
+        return values.to_numpy().astype(str)
+
+    def _set_star(self, position: int) -> None:
+        star = str(self.ids_at([position])[0])
+        self._star_position = (star, int(position))  # spares a lookup by ID when stepping from here
+        self.star = star
 
     def positions(self, stars) -> np.ndarray:
         """Row positions of stars given by ID (str) or position (int); a boolean mask works too.
@@ -511,6 +517,9 @@ class ExplorerState(param.Parameterized):
             if values.min() < 0 or values.max() >= len(self):
                 raise LabelExplorerError(f"selection: positions must lie in [0, {len(self)})")
             return values.astype(np.int64)
+        known = getattr(self, "_star_position", (None, None))
+        if values.size == 1 and str(values[0]) == known[0]:
+            return np.array([known[1]], dtype=np.int64)
         rows = self.ids.get_indexer(values.astype(str))
         if (rows < 0).any():
             unknown = str(values[rows < 0][0])
@@ -520,7 +529,7 @@ class ExplorerState(param.Parameterized):
     # -------------------------------------------------------------- active star and selection
     def select_star(self, star) -> None:
         """Make *star* (ID or row position) the active star."""
-        self.star = str(self.ids[self.positions([star])[0]])
+        self._set_star(int(self.positions([star])[0]))
 
     def select(self, stars) -> None:
         """Set the selection: IDs, row positions or a boolean mask over the catalog."""
@@ -557,7 +566,7 @@ class ExplorerState(param.Parameterized):
             elif step < 0:
                 slot -= 1
             target = order[slot % order.size]
-        self.star = str(self.ids[int(target)])
+        self._set_star(int(target))
 
     def star_row(self, star: str | None = None) -> pd.Series | None:
         """Every catalog column of one star (default: the active star), or None."""

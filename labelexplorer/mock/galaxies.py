@@ -57,6 +57,7 @@ import pandas as pd
 from scipy.special import expit, gammainc, ndtr, ndtri
 
 from .._files import atomic_directory, atomic_path
+from ..analysis.mzr import tremonti_mzr  # the relation lives with the MZR analysis (a leaf module)
 from ..exceptions import LabelExplorerError, ShapeError
 
 __all__ = ["tremonti_mzr", "galaxy_population", "render_images", "write_galaxy_sample", "PIXEL_SCALE",
@@ -85,18 +86,6 @@ _CHUNK = 64
 
 
 # ---------------------------------------------------------------------------- relations
-def tremonti_mzr(log_mstar) -> np.ndarray:
-    """The Tremonti et al. (2004) mass–metallicity relation, 12 + log(O/H) of log M*/M☉.
-
-    Examples
-    --------
-    >>> [round(float(z), 3) for z in tremonti_mzr([9.0, 10.0, 11.0])]
-    [8.63, 8.952, 9.114]
-    """
-    x = np.asarray(log_mstar, dtype=np.float64)
-    return -1.492 + 1.847 * x - 0.08026 * x ** 2
-
-
 def _mean_bulge_fraction(log_mstar):
     return 0.05 + 0.45 * expit((log_mstar - 10.4) / 0.35)
 

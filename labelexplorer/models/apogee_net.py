@@ -111,10 +111,8 @@ TARGET_SCALING = {
 }
 # What each paper used; a hyperparameter left at None takes its version's value
 VERSION_DEFAULTS = {
-    1: dict(use_photometry=False, weighting="uniform", fine_tune_rounds=10, learning_rate=1e-3, dropout=0.1,
-            n_draws=100),
-    2: dict(use_photometry=True, weighting="kde", fine_tune_rounds=0, learning_rate=7.5e-4, dropout=0.07646,
-            n_draws=20),
+    1: dict(use_photometry=False, weighting="uniform", fine_tune_rounds=10, dropout=0.1, n_draws=100),
+    2: dict(use_photometry=True, weighting="kde", fine_tune_rounds=0, dropout=0.07646, n_draws=20),
 }
 KDE_BANDWIDTH = 0.7671
 """KDE bandwidth in standardised units (paper 001 Table 3, best of the sweep)."""
@@ -173,20 +171,23 @@ class MetadataNet(nn.Module):
 
 
 def initialise_network(network: "ApogeeNetNetwork", typical_flux: float = 1.0) -> None:
-    """He-normal weights and zero biases; ``conv1`` divided by the typical flux of the training set.
+    """He-normal weights, zero biases; ``conv1`` scaled and offset for the typical flux of the training set.
 
     torch's default initialisation shrinks the signal by about √6 per ReLU layer, so after
     twelve convolutions the features hardly depend on the spectrum and training starts from
-    a constant network. He initialisation keeps the signal's scale through the trunk, and
+    a constant network. He initialisation keeps the signal's scale through the trunk;
     dividing the first layer by the training spectra's median flux makes the raw flux
-    (tens to thousands in apStar units) enter at order one without normalising the input.
+    (tens to thousands in apStar units) enter at order one, and its bias makes a flat
+    spectrum at that level give zero response, so that lines rather than the flux level
+    fill the features — all without normalising the input, which stays raw flux.
 
     Examples
     --------
     >>> net = ApogeeNetNetwork(use_metadata=False)
     >>> initialise_network(net, typical_flux=100.0)
-    >>> float(net.conv1.bias.abs().max()), round(float(net.conv1.weight.std()) * 100, 1) > 0
-    (0.0, True)
+    >>> flat = torch.full((1, 1, 10), 100.0)
+    >>> float(net.conv1(flat)[..., 1:-1].abs().max()) < 1e-5, float(net.fc1.bias.abs().max())
+    (True, 0.0)
     """
     for module in network.modules():
         if isinstance(module, (nn.Conv1d, nn.Linear)):
@@ -197,6 +198,9 @@ def initialise_network(network: "ApogeeNetNetwork", typical_flux: float = 1.0) -
         network.metadata.l5.weight.data.mul_(0.1)
     with torch.no_grad():
         network.conv1.weight /= float(typical_flux)
+        # a flat spectrum at the typical level gives zero first-layer response, so that lines,
+        # not the flux level, dominate the features at the start of training
+        network.conv1.bias.copy_(-network.conv1.weight.sum(dim=(1, 2)) * float(typical_flux))
 
 
 class ApogeeNetNetwork(nn.Module):
@@ -635,14 +639,17 @@ class ApogeeNet(LabelModel):
         Maximum epochs per training stage.
     batch_size : int
         Spectra per optimizer step (papers: 128).
-    learning_rate : float, optional
-        Adam's initial learning rate (halved after 3 epochs without improvement).
-    layer_learning_rates : {"uniform", "fan-in"}
-        ``"uniform"``: one rate for every layer (the papers). ``"fan-in"`` multiplies each
-        layer's rate by ``min(1, 16 / fan_in)``: Adam moves every weight by about the learning
-        rate whatever the layer's width, so a step moves the 8512-input ``fc1`` far more than
-        a 3-tap convolution; scaling steadies training on very small sets (the conformance
-        toy). On 2,500 mock spectra both reached the same development loss in two epochs.
+    learning_rate : float
+        Adam's initial learning rate (halved after 3 epochs without improvement), before the
+        per-layer scaling. Chosen on the mock universe; the papers' 1e-3 (SGD, v1) and
+        7.5e-4 (Adamax, v2) belong to other optimisers.
+    layer_learning_rates : {"fan-in", "uniform"}
+        ``"fan-in"`` multiplies each layer's rate by ``min(1, 16 / fan_in)``: Adam moves every
+        weight by about the learning rate whatever the layer's width, so one uniform step
+        shifts the 8512-input ``fc1`` by thousands of times more than a 3-tap convolution and
+        switches its units off (with one rate the network could not even overfit 8 spectra in
+        40 steps; with fan-in rates it did). ``"uniform"``: one rate for every layer, as the
+        papers' SGD / Adamax.
     dropout : float, optional
         Dropout after ``fc1`` and ``fc2`` during training.
     early_stopping_patience : int
@@ -674,12 +681,12 @@ class ApogeeNet(LabelModel):
     """
 
     # The conformance toy (48 spectra, constant flux level, smooth label patterns) is far from
-    # survey spectra: balanced targets, no photometry branch, plain weights and fan-in-scaled
-    # learning rates make a few epochs enough there.
-    quick_hyperparameters = {"epochs": 6, "batch_size": 4, "learning_rate": 3e-4, "layer_learning_rates": "fan-in",
-                             "n_draws": 3, "early_stopping_patience": 6, "fine_tune_rounds": 0,
-                             "split": (0.85, 0.15, 0.0), "target_scaling": "training", "use_photometry": False,
-                             "weighting": "uniform", "dropout": 0.0, "progress": False}
+    # survey spectra: balanced targets, no photometry branch and plain weights make a few
+    # epochs enough there.
+    quick_hyperparameters = {"epochs": 6, "batch_size": 4, "learning_rate": 3e-4, "n_draws": 3,
+                             "early_stopping_patience": 6, "fine_tune_rounds": 0, "split": (0.85, 0.15, 0.0),
+                             "target_scaling": "training", "use_photometry": False, "weighting": "uniform",
+                             "dropout": 0.0, "progress": False}
     conformance_n_pixels = APOGEE_N_PIXELS
     conformance_wavelength = apogee_wavelength()
 
@@ -689,7 +696,7 @@ class ApogeeNet(LabelModel):
                  rare_classes: Sequence[str] = RARE_CLASSES, class_column: str = "STAR_CLASS",
                  split=(0.8, 0.1, 0.1), rare_split=(0.6, 0.2, 0.2), target_scaling: str = "published",
                  epochs: int = 100, batch_size: int = 128,
-                 learning_rate: float | None = None, layer_learning_rates: str = "uniform",
+                 learning_rate: float = 3e-3, layer_learning_rates: str = "fan-in",
                  dropout: float | None = None, early_stopping_patience: int = 5,
                  n_draws: int | None = None, error_clip: float = 5.0, outside_distance: float = 0.5,
                  low_snr: float = 20.0, random_state: int = 0, device: str = "auto",
@@ -865,7 +872,7 @@ class ApogeeNet(LabelModel):
     def _settings(self, description: str, seed: int, stage: str) -> TrainingSettings:
         checkpoint = None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / stage
         return TrainingSettings(epochs=self.epochs, batch_size=self.batch_size,
-                                learning_rate=self.resolved("learning_rate"), validation_fraction=0.0,
+                                learning_rate=self.learning_rate, validation_fraction=0.0,
                                 lr_patience=3, early_stopping_patience=self.early_stopping_patience, seed=seed,
                                 checkpoint_dir=checkpoint, progress=self.progress, description=description)
 

@@ -74,6 +74,18 @@ def test_nearest_star_is_exact_in_screen_coordinates_when_zoomed(seed):
         assert tree.nearest(qx, qy, x_range, y_range) == int(np.argmin(screen))
 
 
+def test_nearest_star_far_from_every_star_falls_back_to_one_exact_pass(monkeypatch):
+    from labelexplorer.dashboard.views import teff_logg
+
+    monkeypatch.setattr(teff_logg, "_MAX_CANDIDATES", 8)
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(5000, 100, 2000), rng.normal(3.0, 0.1, 2000)
+    tree = NearestStar(x, y)
+    x_range, y_range = (6000.0, 6010.0), (0.0, 5.0)  # an empty, very stretched view
+    screen = np.hypot((x - 6005.0) / 10.0, (y - 1.0) / 5.0)
+    assert tree.nearest(6005.0, 1.0, x_range, y_range) == int(np.argmin(screen))
+
+
 def test_nearest_star_ignores_missing_values_and_empty_input():
     assert NearestStar([np.nan, 1.0], [0.0, 1.0]).nearest(0.0, 0.0) == 1
     assert NearestStar([np.nan], [np.nan]).nearest(0.0, 0.0) is None

@@ -252,9 +252,14 @@ class StarInspector(pn.viewable.Viewer):
                 continue
             labels = [row.get(source_prefix(name) + label, np.nan) for label in model.label_names_]
             labels = np.asarray(labels, dtype=float)
-            if np.isfinite(labels).all():
-                wavelength = np.asarray(getattr(model, "wavelength_", spectrum.wavelength), dtype=float)
-                curves[f"{name} model"] = (wavelength, np.asarray(model.model_spectra(labels[None, :])[0], float))
+            if not np.isfinite(labels).all():
+                continue
+            try:
+                flux = np.asarray(model.model_spectra(labels[None, :])[0], dtype=float)
+            except LabelExplorerError as exc:
+                self._note(f"{name}: no model spectrum ({exc})")
+                continue
+            curves[f"{name} model"] = (np.asarray(getattr(model, "wavelength_", spectrum.wavelength), float), flux)
         return curves
 
     def continuum(self, raw_spectrum):

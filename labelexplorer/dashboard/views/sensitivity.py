@@ -89,7 +89,7 @@ class SensitivityView(pn.viewable.Viewer):
     def _spectra(self, rows: np.ndarray):
         if rows.size > self.max_stars:
             rows = rows[np.linspace(0, rows.size - 1, self.max_stars).astype(int)]
-        ids = [str(i) for i in self.state.ids[rows]]
+        ids = list(self.state.ids_at(rows))
         source = self.state.spectra
         if hasattr(source, "batch"):
             return source.batch(ids)
