@@ -8,8 +8,9 @@ Each figure is printed next to the naive way, measured in the same run:
    ``hv.Points``; only at sizes where it fits in memory), with the bytes each sends to
    the browser.
 2. **Click-to-update latency**: the KD-tree search of :class:`NearestStar` (zoom-exact
-   screen distance) against a naive ``argmin`` over every star, and the whole click
-   (search + state update + inspector table).
+   screen distance) for clicks on stars and for clicks anywhere in a stretched zoomed
+   view (median, 90th percentile, worst), against a naive ``argmin`` over every star,
+   and the whole click (search + state update + inspector header and table).
 3. **Memory of the server process** (``labelexplorer serve`` on a 10^6-star catalog):
    resident size after start, after the first page, and per extra session.
 4. **Concurrent sessions**: sessions are opened one by one (``bokeh.client.pull_session``,

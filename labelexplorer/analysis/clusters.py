@@ -47,7 +47,7 @@ def members(table, cluster: str, column: str = "CLUSTER") -> np.ndarray:
     names = np.asarray(table[column]).astype(str)
     mask = names == str(cluster)
     if not mask.any():
-        known = sorted(set(names) - {""})
+        known = sorted(str(name) for name in set(names) - {""})
         raise LabelError(f"no member of cluster {cluster!r} in column {column!r}; clusters present: {known}")
     return mask
 
@@ -155,7 +155,7 @@ def homogeneity_report(table, sources: Mapping[str, str], labels: Sequence[str],
     if clusters is None:
         if column not in table:
             raise LabelError(f"table has no {column!r} column naming each star's cluster")
-        clusters = sorted(set(np.asarray(table[column]).astype(str)) - {""})
+        clusters = sorted(str(name) for name in set(np.asarray(table[column]).astype(str)) - {""})
     frames = []
     for cluster in clusters:
         mask = members(table, cluster, column)

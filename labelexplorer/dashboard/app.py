@@ -7,6 +7,8 @@ Two ways in:
   runs this file as a Bokeh app (the template is built only then, never on import, so
   notebooks reuse the views without it).
 
+Imports are absolute because ``panel serve`` runs this file as a script, outside its package.
+
 Every browser session gets its own :class:`~labelexplorer.dashboard.state.ExplorerState`
 over the same in-memory catalog, models and spectrum source. Pages load nothing from
 outside the server: the template (Bootstrap) and every JavaScript/CSS resource are
@@ -24,7 +26,7 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
-from ..exceptions import LabelExplorerError
+from labelexplorer.exceptions import LabelExplorerError
 
 __all__ = ["build_page", "serve", "LOOPBACK"]
 
@@ -103,7 +105,7 @@ def serve(make_state: Callable, *, port: int = 5006, address: str = LOOPBACK, sh
     """
     import panel as pn
 
-    from .views.dashboard import Dashboard
+    from labelexplorer.dashboard.views.dashboard import Dashboard
 
     started = time.perf_counter() if started is None else started
     _check_port(address, port)
@@ -135,15 +137,15 @@ def serve(make_state: Callable, *, port: int = 5006, address: str = LOOPBACK, sh
 
 def _served_from_panel() -> None:
     """Build the page when this file is run by ``panel serve ... --args``."""
-    from .state import ExplorerState, GalaxySource, UniverseSpectra, read_catalog
-    from .views.dashboard import Dashboard
+    from labelexplorer.dashboard.state import ExplorerState, GalaxySource, UniverseSpectra, read_catalog
+    from labelexplorer.dashboard.views.dashboard import Dashboard
 
     parser = argparse.ArgumentParser(prog="panel serve labelexplorer/dashboard/app.py --args")
     parser.add_argument("catalog", nargs="+")
     parser.add_argument("--universe")
     parser.add_argument("--model", action="append", default=[])
     args = parser.parse_args(sys.argv[1:])
-    from ..models.base import load_model
+    from labelexplorer.models.base import load_model
 
     models = {model.name: model for model in map(load_model, args.model)}
     spectra = UniverseSpectra(args.universe) if args.universe else None

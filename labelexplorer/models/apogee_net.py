@@ -130,7 +130,9 @@ RARE_CLASSES = ("m_dwarf", "yso")
 
 _MAX_REFERENCE = 20_000  # training points kept for the KDE and the label-distance flag
 _FLOATS_PER_DRAW_PIXEL = 24  # float32 values alive per draw and pixel in a forward pass (activations, draws)
-_MAX_DRAW_ROWS = {"cpu": 512, "cuda": 16384}
+# rows (spectra × draws) per forward: on the CPU ~16 rows keep the 8575-pixel activations in cache
+# (benchmarks/bench_apogee_net.py: 250 forwards/s at 8-16 rows, 100 at 320); GPUs want big batches
+_MAX_DRAW_ROWS = {"cpu": 16, "cuda": 16384}
 _FAN_IN_REFERENCE = 16  # layers with more inputs than this learn proportionally slower (layer_learning_rates)
 _FLUX_MARGIN_DEX = 0.3  # widening of the training flux-level range before a spectrum counts as outside
 
@@ -186,7 +188,7 @@ def initialise_network(network: "ApogeeNetNetwork", typical_flux: float = 1.0) -
     >>> net = ApogeeNetNetwork(use_metadata=False)
     >>> initialise_network(net, typical_flux=100.0)
     >>> flat = torch.full((1, 1, 10), 100.0)
-    >>> float(net.conv1(flat)[..., 1:-1].abs().max()) < 1e-5, float(net.fc1.bias.abs().max())
+    >>> float(net.conv1(flat)[..., 1:-1].detach().abs().max()) < 1e-5, float(net.fc1.bias.detach().abs().max())
     (True, 0.0)
     """
     for module in network.modules():
@@ -448,7 +450,7 @@ def draw_outputs(network: ApogeeNetNetwork, flux: torch.Tensor, error: torch.Ten
     if batched:
         repeated = None if metadata is None else metadata.repeat_interleave(n_draws, dim=0)
         return network(draws.reshape(n_spectra * n_draws, n_pixels), repeated).reshape(n_spectra, n_draws, -1)
-    return torch.stack([network(draws[:, k], metadata) for k in range(n_draws)], dim=1)
+    return torch.stack([network(draws[:, k].contiguous(), metadata) for k in range(n_draws)], dim=1)
 
 
 # ============================================================================ classes, splits, weights
@@ -826,7 +828,8 @@ class ApogeeNet(LabelModel):
     def _check_labels(self, values: np.ndarray, names: list[str]) -> None:
         unknown = [name for name in names if name not in LABELS]
         if unknown:
-            raise LabelError(f"apogee-net predicts {', '.join(LABELS)} (any subset); cannot learn {unknown}")
+            raise LabelError(f"apogee-net predicts {', '.join(LABELS)} (any subset); cannot learn {unknown}: pass "
+                             "only those columns, e.g. labels[['TEFF', 'LOGG', 'FE_H']]")
         if len(set(names)) != len(names):
             raise LabelError(f"labels: each label once, got {names}")
         for j, name in enumerate(names):
@@ -1095,7 +1098,7 @@ class ApogeeNet(LabelModel):
             return int(self.draw_batch_size)
         draws = max(n_draws, 1)
         per_spectrum = draws * APOGEE_N_PIXELS * _FLOATS_PER_DRAW_PIXEL * 4
-        return rows_per_chunk(per_spectrum, device, maximum=max(1, _MAX_DRAW_ROWS.get(device.type, 512) // draws))
+        return rows_per_chunk(per_spectrum, device, maximum=max(1, _MAX_DRAW_ROWS.get(device.type, 16) // draws))
 
     def _outputs(self, flux: np.ndarray, error: np.ndarray | None, metadata: np.ndarray | None,
                  ids: Sequence[str], n_draws: int) -> np.ndarray:
