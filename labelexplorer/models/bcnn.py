@@ -47,8 +47,7 @@ random numbers a spectrum gets; with an automatic batch size, on the same machin
 
 Flags: ``low_snr`` (known SNR below ``low_snr``) and ``outside_training_set``: the total
 uncertainty of TEFF, LOGG or FE_H above ``outside_std_factor`` times its median on
-training-like spectra, a label outside the training range (±10 %), or a spectrum unlike
-the training spectra (:meth:`BCNN.novelty_distance`).
+training-like spectra, or a label outside the training range (±10 %).
 
 Sensitivity: d label / d flux by autograd through the MC mean (``sensitivity_passes``
 passes; 0 = the deterministic mean network), StopGrad letting gradients through.
@@ -102,9 +101,6 @@ _ROWS_PER_FORWARD = {"cpu": 48, "cuda": 32768}
 _CPU_CHUNK_SPECTRA = 32
 _REFERENCE_SPECTRA = 256
 _REFERENCE_PASSES = 32
-_NOVELTY_SPECTRA = 2048
-_NOVELTY_COMPONENTS = 16
-_NOVELTY_QUANTILE = 0.995
 
 
 # ============================================================================ networks
@@ -331,22 +327,6 @@ def mc_samples(network: nn.Module, x: torch.Tensor, passes: int, streams: Dropou
 
 
 # ============================================================================ helpers
-def _novelty_model(x: torch.Tensor, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Leading principal directions of the training inputs, the spread along each, and the
-    99.5th percentile of the training spectra's squared Mahalanobis distance in that space."""
-    rows = np.sort(np.random.default_rng(seed).permutation(len(x))[:_NOVELTY_SPECTRA])
-    sample = x[rows].double()
-    k = max(1, min(_NOVELTY_COMPONENTS, len(rows) - 1))
-    with forked_rng(torch.device("cpu")):
-        torch.manual_seed(seed)  # the randomised SVD draws a random start
-        _, _, v = torch.svd_lowrank(sample, q=min(k + 8, *sample.shape), niter=4)
-    basis = v[:, :k]
-    coefficients = sample @ basis
-    scale = coefficients.std(dim=0).clamp_min(1e-12)
-    distance = (coefficients / scale).square().sum(dim=1).numpy()
-    return basis.float().numpy(), scale.float().numpy(), float(np.quantile(distance, _NOVELTY_QUANTILE))
-
-
 def _element_hidden(element: str) -> tuple[int, int]:
     return _BRANCH_HIDDEN.get(element.upper(), _DEFAULT_HIDDEN)
 
@@ -399,9 +379,8 @@ class BCNN(LabelModel):
         8575-pixel input; by default derived from the training set when needed.
     outside_std_factor : float
         A star is flagged ``outside_training_set`` when the total uncertainty of TEFF,
-        LOGG or FE_H exceeds this multiple of its median on training-like stars, when a
-        predicted label falls outside the training range widened by 10 %, or when its
-        spectrum is unlike the training spectra (:meth:`novelty_distance`).
+        LOGG or FE_H exceeds this multiple of its median on training-like stars, or a
+        predicted label falls outside the training range widened by 10 %.
     low_snr : float
         Spectra with a known SNR below this are flagged ``low_snr``.
     random_state : int
@@ -587,7 +566,6 @@ class BCNN(LabelModel):
         _, val_rows = split_indices(len(x), self.validation_fraction, self.random_state)
         reference_rows = (val_rows if val_rows.size else np.arange(len(x)))[:_REFERENCE_SPECTRA]
         self.reference_std_ = self._reference_std(x[reference_rows].numpy())
-        self.novelty_basis_, self.novelty_scale_, self.novelty_threshold_ = _novelty_model(x, self.random_state)
         self.training_hash_ = dataset_hash(flux, values)
 
     def _label_scaling(self, values: np.ndarray, names: list[str]):
@@ -703,28 +681,9 @@ class BCNN(LabelModel):
         low, high = self.label_range_[:, 0], self.label_range_[:, 1]
         margin = 0.1 * (high - low)
         outside_range = ((mean < low - margin) | (mean > high + margin)).any(axis=1)
-        unlike = self.novelty_distance(spectra) > self.novelty_threshold_
         with np.errstate(invalid="ignore"):
             low_snr = np.asarray(spectra.snr, dtype=float) < self.low_snr
-        return {"outside_training_set": uncertain | outside_range | unlike, "low_snr": low_snr}
-
-    def novelty_distance(self, spectra) -> np.ndarray:
-        """How unlike the training spectra each spectrum is, shape (n_spectra,).
-
-        The squared Mahalanobis distance in the space of the training set's leading
-        principal components, with the spectrum's own noise (its errors projected onto each
-        component) added to the training spread, so that a noisy spectrum of a familiar star
-        stays near (about the number of components) while a hot star, whose lines are all
-        different, lies far out. ``outside_training_set`` flags distances beyond the 99.5th
-        percentile of the training set.
-        """
-        self._check_fitted("measure novelty")
-        spectra = self._model_grid(spectra)
-        self._check_pixels(spectra)
-        coefficients = self._design(spectra) @ self.novelty_basis_
-        error = np.where(spectra.mask | ~np.isfinite(spectra.error), 0.0, spectra.error).astype(np.float32)
-        noise = np.square(error) @ np.square(self.novelty_basis_)
-        return np.sum(np.square(coefficients) / (np.square(self.novelty_scale_) + noise), axis=1)
+        return {"outside_training_set": uncertain | outside_range, "low_snr": low_snr}
 
     # ------------------------------------------------------------------ sensitivity
     def sensitivity_map(self, spectra, label: str, passes: int | None = None) -> np.ndarray:
@@ -792,9 +751,7 @@ class BCNN(LabelModel):
     def _save_weights(self, directory: Path) -> None:
         tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
         arrays = {"pixel_mean": self.pixel_mean_, "label_mean": self.label_mean_, "label_std": self.label_std_,
-                  "label_range": self.label_range_, "reference_std": self.reference_std_,
-                  "novelty_basis": self.novelty_basis_, "novelty_scale": self.novelty_scale_,
-                  "novelty_threshold": np.array([self.novelty_threshold_])}
+                  "label_range": self.label_range_, "reference_std": self.reference_std_}
         if getattr(self, "continuum_mask_", None) is not None:
             arrays["continuum_mask"] = self.continuum_mask_
         for key, value in arrays.items():
@@ -811,14 +768,10 @@ class BCNN(LabelModel):
             self.label_std_ = tensors["label_std"].numpy().astype(np.float64)
             self.label_range_ = tensors["label_range"].numpy().astype(np.float64)
             self.reference_std_ = tensors["reference_std"].numpy().astype(np.float64)
-            self.novelty_basis_ = tensors["novelty_basis"].numpy().astype(np.float32)
-            self.novelty_scale_ = tensors["novelty_scale"].numpy().astype(np.float32)
-            self.novelty_threshold_ = float(tensors["novelty_threshold"].numpy()[0])
             if "continuum_mask" in tensors:
                 self.continuum_mask_ = tensors["continuum_mask"].numpy().astype(bool)
             shapes_ok = (self.label_mean_.shape == self.label_std_.shape == self.reference_std_.shape == (n_labels,)
-                         and self.label_range_.shape == (n_labels, 2)
-                         and self.novelty_basis_.shape == (self.pixel_mean_.size, self.novelty_scale_.size))
+                         and self.label_range_.shape == (n_labels, 2))
             if not shapes_ok:
                 raise ValueError(f"label arrays do not match the {n_labels} labels of config.json")
             state = {k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")}

@@ -24,13 +24,34 @@ def _design(spectra, pixel_mean: np.ndarray) -> np.ndarray:
     return flux - pixel_mean
 
 
-def _solve(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    """Ridge coefficients for centred x (n, p) and centred y (n,), via the n x n dual when n < p."""
-    n, p = x.shape
-    if n < p:
-        gram = x @ x.T + alpha * np.eye(n)
-        return x.T @ np.linalg.solve(gram, y)
-    return np.linalg.solve(x.T @ x + alpha * np.eye(p), x.T @ y)
+class _GramRidge:
+    """Ridge fits on any subset of the training rows from one Gram matrix ``X Xᵀ``.
+
+    Every label, cross-validation fold and bootstrap refit is a ridge problem on a subset
+    of the same rows; building the n x n Gram matrix once and centring its sub-blocks
+    (``H K H`` with ``H = I - 11ᵀ/m``) replaces one O(n² p) product per fit by one in all,
+    which is what made the naive baseline slow when n < p.
+    """
+
+    def __init__(self, x: np.ndarray, alpha: float):
+        self.x = x
+        self.alpha = alpha
+        self.gram = x @ x.T if x.shape[0] < x.shape[1] else None
+
+    def fit(self, rows: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Intercept and coefficients of the ridge fit of *y* on ``x[rows]``."""
+        x = self.x[rows]
+        x_mean = x.mean(axis=0)
+        y_centred = y - y.mean()
+        if self.gram is None:
+            xc = x - x_mean
+            coef = np.linalg.solve(xc.T @ xc + self.alpha * np.eye(x.shape[1]), xc.T @ y_centred)
+        else:
+            block = self.gram[np.ix_(rows, rows)]
+            centred = block - block.mean(axis=0) - block.mean(axis=1)[:, None] + block.mean()
+            dual = np.linalg.solve(centred + self.alpha * np.eye(len(rows)), y_centred)
+            coef = x.T @ dual - x_mean * dual.sum()
+        return float(y.mean() - x_mean @ coef), coef
 
 
 @register_model("ridge")
@@ -76,6 +97,7 @@ class RidgeBaseline(LabelModel):
         with np.errstate(all="ignore"):
             self.pixel_mean_ = np.nan_to_num(np.nanmean(self.pixel_mean_, axis=0), nan=1.0)
         x = _design(spectra, self.pixel_mean_)
+        solver = _GramRidge(x, self.alpha)
         rng = np.random.default_rng(self.random_state)
         n_labels = values.shape[1]
         self.coef_ = np.zeros((n_labels, x.shape[1]))
@@ -89,26 +111,20 @@ class RidgeBaseline(LabelModel):
                 raise LabelError(f"label {names[j]!r}: fewer than 2 stars with a known value; cannot fit")
             y = values[known, j]
             self.label_range_[j] = y.min(), y.max()
-            self.intercept_[j], self.coef_[j] = self._fit_one(x[known], y)
-            self.cv_scatter_[j] = self._cv_scatter(x[known], y, rng)
+            self.intercept_[j], self.coef_[j] = solver.fit(known, y)
+            self.cv_scatter_[j] = self._cv_scatter(solver, known, y, rng)
             for b in range(self.n_bootstrap):
                 pick = rng.choice(known.size, known.size)
-                intercept, coef = self._fit_one(x[known[pick]], y[pick])
-                self.bootstrap_coef_[b, j] = coef
+                self.bootstrap_coef_[b, j] = solver.fit(known[pick], y[pick])[1]
         self.training_hash_ = dataset_hash(spectra.flux, values)
 
-    def _fit_one(self, x, y):
-        x_mean = x.mean(axis=0)
-        coef = _solve(x - x_mean, y - y.mean(), self.alpha)
-        return y.mean() - x_mean @ coef, coef
-
-    def _cv_scatter(self, x, y, rng) -> float:
+    def _cv_scatter(self, solver: _GramRidge, rows: np.ndarray, y: np.ndarray, rng) -> float:
         folds = rng.permutation(len(y)) % max(2, min(self.n_folds, len(y)))
         residuals = np.empty(len(y))
         for fold in np.unique(folds):
             test = folds == fold
-            intercept, coef = self._fit_one(x[~test], y[~test])
-            residuals[test] = y[test] - (intercept + x[test] @ coef)
+            intercept, coef = solver.fit(rows[~test], y[~test])
+            residuals[test] = y[test] - (intercept + solver.x[rows[test]] @ coef)
         return float(np.std(residuals))
 
     def _predict(self, spectra):

@@ -205,17 +205,6 @@ def test_flags_mark_low_snr_and_stars_unlike_the_training_set(censored, held_out
     assert flagged.flags["low_snr"].all()  # median flux/error ~ 12 < 30
 
 
-def test_novelty_flags_unfamiliar_spectra_but_not_noisy_familiar_ones(censored):
-    noisy, _ = _toy(32, seed=7, noise=0.03)  # SNR ~ 33: familiar stars, just noisier than in training
-    assert np.mean(censored.novelty_distance(noisy) > censored.novelty_threshold_) < 0.1
-    pixels = np.arange(N_PIXELS)
-    lines = 0.4 * (np.exp(-0.5 * ((pixels - 1500) / 40) ** 2) + np.exp(-0.5 * ((pixels - 6000) / 40) ** 2))
-    rng = np.random.default_rng(8)
-    hot = le.Spectra(1 - lines + rng.normal(0, 0.01, (4, N_PIXELS)), WAVELENGTH, error=np.full((4, N_PIXELS), 0.01))
-    assert (censored.novelty_distance(hot) > censored.novelty_threshold_).all()  # broad lines nobody trained on
-    assert censored.predict(hot).flags["outside_training_set"].all()
-
-
 def test_save_and_load_restore_the_model_without_external_files(tmp_path, held_out):
     spectra, labels = _toy(48, seed=2)
     bitmask = np.zeros(N_PIXELS, np.int32)
@@ -236,7 +225,6 @@ def test_save_and_load_restore_the_model_without_external_files(tmp_path, held_o
     np.testing.assert_array_equal(after.mean, before.mean)
     np.testing.assert_array_equal(after.total_std, before.total_std)
     np.testing.assert_array_equal(after.flags["outside_training_set"], before.flags["outside_training_set"])
-    np.testing.assert_allclose(loaded.novelty_distance(held_out[0]), model.novelty_distance(held_out[0]), rtol=1e-6)
     few = held_out[0][:2]
     np.testing.assert_array_equal(loaded.sensitivity(few, "AL_H"), model.sensitivity(few, "AL_H"))
 
