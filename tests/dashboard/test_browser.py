@@ -2,8 +2,8 @@
 
 A tiny demo (300 stars, 40 spectra, the ridge model) is built once and served by
 :func:`labelexplorer.dashboard.app.serve` on a free loopback port. Screenshots go to
-``artifacts/`` (git-ignored). Chromium is Debian's (/usr/bin/chromium, never
-``playwright install``); without it the tests skip, except under CI where they fail.
+``artifacts/`` (git-ignored). Chromium is Debian's (/usr/bin/chromium; Playwright never
+downloads a browser here); without it the tests skip, except under CI where they fail.
 """
 
 from __future__ import annotations

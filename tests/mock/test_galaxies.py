@@ -63,7 +63,8 @@ def test_photometry_is_consistent_with_mass_distance_and_colour(population):
     assert np.corrcoef(colour, population["log_mstar"])[0, 1] > 0.3
     assert (population["g"] > population["r"]).all() and (population["r"] - population["i"]).between(-0.1, 0.8).all()
     assert 0.04 < population["redshift"].median() < 0.09 and population["redshift"].min() > 0.005
-    assert 1.5 < population["size"].median() < 4.0  # half-light radii in arcsec
+    median_size = population["size"].median()  # half-light radii in arcsec
+    assert median_size > 1.5 and median_size < 4.0
     assert np.corrcoef(population["bulge_fraction"], population["log_mstar"])[0, 1] > 0.3
 
 
