@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--rare", type=int, default=250, help="hot stars, M dwarfs and young stars each")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per training stage")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--draws", type=int, default=8, help="noise realisations per prediction")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")

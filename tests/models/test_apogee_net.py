@@ -336,8 +336,9 @@ def toy_problem(n=30, seed=4):
 def test_fit_learns_a_toy_problem():
     spec, labels = toy_problem()
     spec, labels = spec[4:16], {name: values[4:16] for name, values in labels.items()}
-    model = ApogeeNet(version=1, epochs=15, batch_size=4, learning_rate=1e-3, dropout=0.0, n_draws=0,
-                      fine_tune_rounds=0, early_stopping_patience=15, split=(1.0, 0.0, 0.0), progress=False)
+    model = ApogeeNet(version=1, epochs=15, batch_size=4, learning_rate=1e-3, layer_learning_rates="fan-in",
+                      dropout=0.0, n_draws=0, fine_tune_rounds=0, early_stopping_patience=15, split=(1.0, 0.0, 0.0),
+                      progress=False)
     model.fit(spec, labels, classes=np.full(12, "giant"))
     losses = [record["loss"] for record in model.history_]
     assert losses[-1] < 0.7 * losses[0], f"training loss did not fall: {losses}"
