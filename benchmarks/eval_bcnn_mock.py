@@ -26,7 +26,7 @@ a few thousand spectra, fewer epochs and MC passes).
 
 Usage::
 
-    python benchmarks/eval_bcnn_mock.py --universe /tmp/le_bcnn/universe [--train 3000 --epochs 10]
+    python benchmarks/eval_bcnn_mock.py [--universe DIR] [--train 3000 --epochs 30 --passes 50 --learning-rate 1e-3]
 """
 
 from __future__ import annotations
@@ -289,7 +289,8 @@ def evaluate(universe, *, n_train: int, epochs: int, passes: int, learning_rate:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--universe", default="mock_universe_bcnn", help="universe folder (made if missing)")
+    parser.add_argument("--universe", default=".labelexplorer/mock_universe_bcnn",
+                        help="universe folder (made if missing)")
     parser.add_argument("--stars", type=int, default=20_000, help="stars in a new universe")
     parser.add_argument("--spectra", type=int, default=8_000, help="stars with APOGEE spectra in a new universe")
     parser.add_argument("--train", type=int, default=3_000, help="training spectra (at most)")
