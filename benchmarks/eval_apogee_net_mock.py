@@ -173,7 +173,8 @@ def real_files(model: ApogeeNet) -> None:
         warnings.simplefilter("ignore", UserWarning)  # no Gaia columns in apStar headers: filled as missing
         prediction = model.predict(model.prepare(spectra))
     print(f"\nreal DR13 apStar files ({len(files)}), v2 model, J/H/K from the headers, Gaia missing")
-    print(f"  {'APOGEE_ID':<20}{'SNR':>6} | {'Teff':>7} {'±':>5} | {'logg':>5} {'±':>5} | {'[Fe/H]':>6} {'±':>5} | flags")
+    print(f"  {'APOGEE_ID':<20}{'SNR':>6} | {'Teff':>7} {'±':>5} | {'logg':>5} {'±':>5} | "
+          f"{'[Fe/H]':>6} {'±':>5} | flags")
     for i, star in enumerate(prediction.ids):
         flags = ",".join(name for name, values in prediction.flags.items() if values[i]) or "-"
         print(f"  {star:<20}{spectra.snr[i]:6.0f} | {prediction['TEFF'].mean[i]:7.0f} "

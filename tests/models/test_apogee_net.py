@@ -292,7 +292,8 @@ def test_uncertainty_grows_with_the_noise_and_is_reproducible(tmp_path):
     np.testing.assert_array_equal(again.mean, quiet.mean)
     first_alone = model.predict(spectra(3, error=0.5)[:1])
     np.testing.assert_allclose(first_alone.mean[0], quiet.mean[0], rtol=1e-6)
-    other_seed = ApogeeNet.from_published(tmp_path / "model.pt", n_draws=8, random_state=9).predict(spectra(3, error=0.5))
+    other = ApogeeNet.from_published(tmp_path / "model.pt", n_draws=8, random_state=9)
+    other_seed = other.predict(spectra(3, error=0.5))
     assert not np.array_equal(other_seed.predictive_std, quiet.predictive_std)
 
 
@@ -315,6 +316,25 @@ def test_prepare_sets_nan_flux_to_zero_and_is_idempotent():
 
 
 # ------------------------------------------------------------------------------------ training
+def test_training_loop_uses_only_the_given_rows():
+    from labelexplorer.models.nn.training import TrainingSettings, train
+
+    seen = set()
+    layer = torch.nn.Linear(1, 1)
+
+    def loss(module, batch):
+        seen.update(batch["i"].tolist())
+        return ((module(batch["x"]) - 2 * batch["x"]) ** 2).mean()
+
+    data = {"x": torch.linspace(-1, 1, 20)[:, None], "i": torch.arange(20)}
+    train(layer, loss, data, TrainingSettings(epochs=2, batch_size=4, progress=False), device=torch.device("cpu"),
+          rows=(np.arange(0, 10), np.arange(10, 13)))
+    assert seen == set(range(13))  # rows 13-19 (a held-out test set) never reach the loss
+    with pytest.raises(LabelExplorerError, match="rows="):
+        train(layer, loss, data, TrainingSettings(epochs=1, progress=False), device=torch.device("cpu"),
+              rows=(np.arange(5), np.array([25])))
+
+
 def toy_problem(n=30, seed=4):
     """Raw-flux-like spectra (levels 80-120) whose line depths follow Teff and [Fe/H]."""
     rng = np.random.default_rng(seed)
