@@ -45,6 +45,17 @@ output). Masks come from one seeded generator per dropout layer (``random_state`
 predictions are reproducible at a given ``mc_batch_size`` (the chunking decides which
 random numbers a spectrum gets; with an automatic batch size, on the same machine).
 
+Calibration (our addition to the paper's recipe, on by default): the predictive
+variance is learned against the training labels *with dropout on*, so it already
+contains the dropout scatter that the MC model variance adds again, and the total comes
+out too large (about 2× on the mock universe, where the truth is known). After training,
+one factor per label rescales both parts so that on the validation spectra
+``(prediction − label) / sqrt((k·total)² + σ_known²)`` has unit variance
+(:func:`labelexplorer.analysis.metrics.uncertainty_scale`); the known label errors are
+left unscaled, so ``k·total`` estimates the error against the truth. The factors are
+``uncertainty_scale_`` and are saved with the model; ``calibrate_uncertainty=False``
+keeps the paper's raw uncertainties.
+
 Flags: ``low_snr`` (known SNR below ``low_snr``) and ``outside_training_set``: the total
 uncertainty of TEFF, LOGG or FE_H above ``outside_std_factor`` times its median on
 training-like spectra, or a label outside the training range (±10 %).
@@ -65,11 +76,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..exceptions import FileFormatError, LabelError, ModelFileError, ShapeError, UnknownNameError, did_you_mean
+from ..analysis.metrics import uncertainty_scale
+from ..exceptions import FileFormatError, LabelError, ShapeError, UnknownNameError, did_you_mean
 from ..labels import canonical_label
 from ..prediction import LabelPrediction
 from ..preprocess.grid import APOGEE_N_PIXELS, gap_removed_wavelength, n_gap_removed, remove_gaps
@@ -81,6 +91,7 @@ from .nn.layers import (DropoutStreams, MCDropout, StopGrad, apply_max_norm, dro
                         number_dropout_layers, stopgrad_passthrough)
 from .nn.losses import robust_censored_loss
 from .nn.training import TrainingSettings, split_indices, train
+from .nn.weights import WEIGHTS_FILE, model_file_errors, read_network, save_network
 
 __all__ = ["BCNN", "CensoredBCNN", "BCNNNetwork", "CensoredBCNNNetwork", "mc_samples", "TRUNK_LABELS"]
 
@@ -99,8 +110,7 @@ _FLOATS_PER_ROW_PIXEL = 16
 # caches are fastest (benchmarks/bench_bcnn.py: ~32-64 rows); a GPU wants large ones.
 _ROWS_PER_FORWARD = {"cpu": 48, "cuda": 32768}
 _CPU_CHUNK_SPECTRA = 32
-_REFERENCE_SPECTRA = 256
-_REFERENCE_PASSES = 32
+_CALIBRATION_SPECTRA = 2000  # validation spectra used for the calibration (enough for ~2 % on each factor)
 
 
 # ============================================================================ networks
@@ -365,6 +375,9 @@ class BCNN(LabelModel):
     early_stopping_patience : int
         Epochs without improvement of the validation loss before training stops; the
         weights of the best epoch are kept.
+    min_epochs : int
+        Epochs always run before early stopping may end training (small training sets
+        take few steps per epoch, and their small validation loss is noisy).
     dropout : float
         Rate of every MC dropout layer.
     l2 : float
@@ -383,6 +396,9 @@ class BCNN(LabelModel):
         predicted label falls outside the training range widened by 10 %.
     low_snr : float
         Spectra with a known SNR below this are flagged ``low_snr``.
+    calibrate_uncertainty : bool
+        Rescale each label's model and predictive std by one factor fitted on the
+        validation spectra (see the module notes on calibration).
     random_state : int
         Seed of the weights, the validation split, the shuffling and the dropout masks.
     device : str
@@ -412,16 +428,17 @@ class BCNN(LabelModel):
     conformance_wavelength = gap_removed_wavelength()
 
     def __init__(self, epochs: int = 60, batch_size: int = 64, learning_rate: float = 5e-4,
-                 validation_fraction: float = 0.1, early_stopping_patience: int = 4, dropout: float = 0.3,
-                 l2: float = 5e-9, mc_passes: int = 100, sensitivity_passes: int = 16,
+                 validation_fraction: float = 0.1, early_stopping_patience: int = 4, min_epochs: int = 0,
+                 dropout: float = 0.3, l2: float = 5e-9, mc_passes: int = 100, sensitivity_passes: int = 16,
                  continuum_pixels: str | None = None, outside_std_factor: float = 3.0, low_snr: float = 30.0,
-                 random_state: int = 0, device: str = "auto", precision: str = "auto",
+                 calibrate_uncertainty: bool = True, random_state: int = 0, device: str = "auto", precision: str = "auto",
                  mc_batch_size: int | None = None, checkpoint_dir: str | None = None, progress: bool = True):
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction
         self.early_stopping_patience = early_stopping_patience
+        self.min_epochs = min_epochs
         self.dropout = dropout
         self.l2 = l2
         self.mc_passes = mc_passes
@@ -429,6 +446,7 @@ class BCNN(LabelModel):
         self.continuum_pixels = continuum_pixels
         self.outside_std_factor = outside_std_factor
         self.low_snr = low_snr
+        self.calibrate_uncertainty = calibrate_uncertainty
         self.random_state = random_state
         self.device = device
         self.precision = precision
@@ -564,8 +582,7 @@ class BCNN(LabelModel):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         _, val_rows = split_indices(len(x), self.validation_fraction, self.random_state)
-        reference_rows = (val_rows if val_rows.size else np.arange(len(x)))[:_REFERENCE_SPECTRA]
-        self.reference_std_ = self._reference_std(x[reference_rows].numpy())
+        self._calibrate(x, y, y_err, val_rows)
         self.training_hash_ = dataset_hash(flux, values)
 
     def _label_scaling(self, values: np.ndarray, names: list[str]):
@@ -583,13 +600,14 @@ class BCNN(LabelModel):
     def _training_settings(self) -> TrainingSettings:
         return TrainingSettings(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                                 validation_fraction=self.validation_fraction,
-                                early_stopping_patience=self.early_stopping_patience, seed=self.random_state,
+                                early_stopping_patience=self.early_stopping_patience,
+                                min_epochs=self.min_epochs, seed=self.random_state,
                                 checkpoint_dir=self.checkpoint_dir, progress=self.progress,
                                 description=f"training {self.name}")
 
     def _fingerprint(self, flux, values, errors, names) -> str:
         ignored = {"progress", "device", "precision", "mc_batch_size", "checkpoint_dir", "mc_passes",
-                   "sensitivity_passes", "outside_std_factor", "low_snr"}
+                   "sensitivity_passes", "outside_std_factor", "low_snr", "calibrate_uncertainty"}
         settings = {k: v for k, v in self.get_params().items() if k not in ignored}
         text = json.dumps(settings, sort_keys=True, default=str) + ",".join(names)
         extra = np.zeros(0) if errors is None else errors
@@ -602,11 +620,23 @@ class BCNN(LabelModel):
             loss = loss + self.l2 * sum(weight.square().sum() for weight in network.regularised_weights())
         return loss
 
-    def _reference_std(self, x: np.ndarray) -> np.ndarray:
-        """Median total uncertainty per label on training-like spectra (the flag's yardstick)."""
-        mean, model_var, log_var, _ = self._mc_moments(x, min(self.mc_passes, _REFERENCE_PASSES))
-        total = np.sqrt(model_var + np.exp(log_var)) * self.label_std_
-        return np.median(total, axis=0)
+    def _calibrate(self, x: torch.Tensor, y: torch.Tensor, y_err: torch.Tensor, val_rows: np.ndarray) -> None:
+        """Fit ``uncertainty_scale_`` on the validation spectra and set the flags' yardstick.
+
+        ``reference_std_`` is the median calibrated total uncertainty per label on these
+        training-like spectra. Without a validation split nothing is calibrated.
+        """
+        rows = (val_rows if val_rows.size else np.arange(len(x)))[:_CALIBRATION_SPECTRA]
+        mean, model_var, log_var, _ = self._mc_moments(x[rows].numpy(), self.mc_passes)
+        total = np.sqrt(model_var + np.exp(log_var))
+        scale = np.ones(total.shape[1])
+        if self.calibrate_uncertainty and val_rows.size:
+            residual = mean - y[rows].cpu().numpy()
+            known = y_err[rows].cpu().numpy()
+            fitted = [uncertainty_scale(residual[:, j], total[:, j], known[:, j]) for j in range(scale.size)]
+            scale = np.where(np.isfinite(fitted), fitted, 1.0)
+        self.uncertainty_scale_ = scale
+        self.reference_std_ = np.median(total * scale, axis=0) * self.label_std_
 
     # ------------------------------------------------------------------ inference
     def _mc_layout(self, passes: int, n_pixels: int, device: torch.device, *, grad: bool = False) -> tuple[int, int]:
@@ -661,8 +691,8 @@ class BCNN(LabelModel):
         spectra = self._model_grid(spectra)
         self._check_pixels(spectra)
         mean, model_var, log_var, precision = self._mc_moments(self._design(spectra), self.mc_passes)
-        scale = self.label_std_
-        mean = mean * scale + self.label_mean_
+        mean = mean * self.label_std_ + self.label_mean_
+        scale = self.label_std_ * self.uncertainty_scale_
         model_std = np.sqrt(model_var) * scale
         predictive_std = np.exp(0.5 * log_var) * scale
         flags = self._flags(spectra, mean, np.sqrt(model_std ** 2 + predictive_std ** 2))
@@ -749,38 +779,31 @@ class BCNN(LabelModel):
         self.best_epoch_ = int(extra.get("best_epoch", 0))
 
     def _save_weights(self, directory: Path) -> None:
-        tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
         arrays = {"pixel_mean": self.pixel_mean_, "label_mean": self.label_mean_, "label_std": self.label_std_,
-                  "label_range": self.label_range_, "reference_std": self.reference_std_}
+                  "label_range": self.label_range_, "reference_std": self.reference_std_,
+                  "uncertainty_scale": self.uncertainty_scale_}
         if getattr(self, "continuum_mask_", None) is not None:
             arrays["continuum_mask"] = self.continuum_mask_
-        for key, value in arrays.items():
-            tensors[key] = torch.as_tensor(np.ascontiguousarray(value))
-        save_file(tensors, str(directory / "model.safetensors"))
+        save_network(directory, self.network_, arrays)
 
     def _load_weights(self, directory: Path) -> None:
-        path = Path(directory) / "model.safetensors"
+        state, arrays = read_network(directory, self.name)
         n_labels = len(self.label_names_)
-        try:
-            tensors = load_file(str(path))
-            self.pixel_mean_ = tensors["pixel_mean"].numpy().astype(np.float32)
-            self.label_mean_ = tensors["label_mean"].numpy().astype(np.float64)
-            self.label_std_ = tensors["label_std"].numpy().astype(np.float64)
-            self.label_range_ = tensors["label_range"].numpy().astype(np.float64)
-            self.reference_std_ = tensors["reference_std"].numpy().astype(np.float64)
-            if "continuum_mask" in tensors:
-                self.continuum_mask_ = tensors["continuum_mask"].numpy().astype(bool)
-            shapes_ok = (self.label_mean_.shape == self.label_std_.shape == self.reference_std_.shape == (n_labels,)
+        with model_file_errors(Path(directory) / WEIGHTS_FILE, self.name):
+            self.pixel_mean_ = arrays["pixel_mean"].astype(np.float32)
+            for name in ("label_mean", "label_std", "label_range", "reference_std", "uncertainty_scale"):
+                setattr(self, f"{name}_", arrays[name].astype(np.float64))
+            if "continuum_mask" in arrays:
+                self.continuum_mask_ = arrays["continuum_mask"].astype(bool)
+            shapes_ok = (self.label_mean_.shape == self.label_std_.shape == self.reference_std_.shape
+                         == self.uncertainty_scale_.shape == (n_labels,)
                          and self.label_range_.shape == (n_labels, 2))
             if not shapes_ok:
                 raise ValueError(f"label arrays do not match the {n_labels} labels of config.json")
-            state = {k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")}
             windows = state.get("windows")
             network = self._build_network(self.label_names_, self.pixel_mean_.size,
                                           None if windows is None else windows.numpy())
             network.load_state_dict(state, strict=True)
-        except (OSError, SafetensorError, KeyError, ValueError, RuntimeError, LabelError) as exc:
-            raise ModelFileError(f"{path}: unreadable or inconsistent BCNN weights ({exc})") from exc
         self.network_ = network.to(self._torch_device()).eval()
 
 
@@ -817,15 +840,16 @@ class CensoredBCNN(BCNN):
 
     def __init__(self, windows=None, latent_size: int = 2, max_norm: float = 0.5, epochs: int = 60,
                  batch_size: int = 64, learning_rate: float = 5e-4, validation_fraction: float = 0.1,
-                 early_stopping_patience: int = 4, dropout: float = 0.3, l2: float = 5e-9, mc_passes: int = 100,
-                 sensitivity_passes: int = 16, continuum_pixels: str | None = None, outside_std_factor: float = 3.0,
-                 low_snr: float = 30.0, random_state: int = 0, device: str = "auto", precision: str = "auto",
+                 early_stopping_patience: int = 4, min_epochs: int = 0, dropout: float = 0.3, l2: float = 5e-9,
+                 mc_passes: int = 100, sensitivity_passes: int = 16, continuum_pixels: str | None = None,
+                 outside_std_factor: float = 3.0, low_snr: float = 30.0, calibrate_uncertainty: bool = True,
+                 random_state: int = 0, device: str = "auto", precision: str = "auto",
                  mc_batch_size: int | None = None, checkpoint_dir: str | None = None, progress: bool = True):
         super().__init__(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          validation_fraction=validation_fraction, early_stopping_patience=early_stopping_patience,
-                         dropout=dropout, l2=l2, mc_passes=mc_passes, sensitivity_passes=sensitivity_passes,
+                         min_epochs=min_epochs, dropout=dropout, l2=l2, mc_passes=mc_passes, sensitivity_passes=sensitivity_passes,
                          continuum_pixels=continuum_pixels, outside_std_factor=outside_std_factor, low_snr=low_snr,
-                         random_state=random_state, device=device, precision=precision, mc_batch_size=mc_batch_size,
+                         calibrate_uncertainty=calibrate_uncertainty, random_state=random_state, device=device, precision=precision, mc_batch_size=mc_batch_size,
                          checkpoint_dir=checkpoint_dir, progress=progress)
         self.windows = windows
         self.latent_size = latent_size

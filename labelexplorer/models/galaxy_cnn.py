@@ -51,11 +51,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..exceptions import LabelError, LabelExplorerError, ModelFileError, ShapeError, UnknownNameError, did_you_mean
+from ..exceptions import LabelError, LabelExplorerError, ShapeError, UnknownNameError, did_you_mean
 from ..images import ImageSet
 from ..labels import canonical_label
 from ..prediction import LabelPrediction
@@ -64,6 +62,7 @@ from .nn.device import autocast, choose_device, forked_rng, resolve_precision, r
 from .nn.layers import DropoutStreams, dropout_disabled, n_parameters
 from .nn.resnet import ResNetRegressor, load_trunk_weights
 from .nn.training import TrainingSettings, split_indices, train
+from .nn.weights import WEIGHTS_FILE, model_file_errors, read_network, save_network
 
 __all__ = ["GalaxyCNN", "dihedral", "random_dihedral", "rebin_images", "as_image_array"]
 
@@ -612,36 +611,26 @@ class GalaxyCNN(LabelModel):
         self.best_epoch_ = int(extra.get("best_epoch", 0))
 
     def _save_weights(self, directory: Path) -> None:
-        tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
-        arrays = {"channel_mean": self.channel_mean_, "channel_std": self.channel_std_, "label_mean": self.label_mean_,
-                  "label_std": self.label_std_, "label_range": self.label_range_,
-                  "reference_std": self.reference_std_, "validation_rmse": self.validation_rmse_}
-        for key, value in arrays.items():
-            tensors[key] = torch.as_tensor(np.ascontiguousarray(value))
-        save_file(tensors, str(directory / "model.safetensors"))
+        save_network(directory, self.network_, {
+            "channel_mean": self.channel_mean_, "channel_std": self.channel_std_, "label_mean": self.label_mean_,
+            "label_std": self.label_std_, "label_range": self.label_range_, "reference_std": self.reference_std_,
+            "validation_rmse": self.validation_rmse_})
 
     def _load_weights(self, directory: Path) -> None:
-        path = Path(directory) / "model.safetensors"
+        state, arrays = read_network(directory, self.name)
         n_labels = len(self.label_names_)
-        try:
-            tensors = load_file(str(path))
-            self.channel_mean_ = tensors["channel_mean"].numpy().astype(np.float32)
-            self.channel_std_ = tensors["channel_std"].numpy().astype(np.float32)
-            self.label_mean_ = tensors["label_mean"].numpy().astype(np.float64)
-            self.label_std_ = tensors["label_std"].numpy().astype(np.float64)
-            self.label_range_ = tensors["label_range"].numpy().astype(np.float64)
-            self.reference_std_ = tensors["reference_std"].numpy().astype(np.float64)
-            self.validation_rmse_ = tensors["validation_rmse"].numpy().astype(np.float64)
+        with model_file_errors(Path(directory) / WEIGHTS_FILE, self.name):
+            for name in ("channel_mean", "channel_std"):
+                setattr(self, f"{name}_", arrays[name].astype(np.float32))
+            for name in ("label_mean", "label_std", "label_range", "reference_std", "validation_rmse"):
+                setattr(self, f"{name}_", arrays[name].astype(np.float64))
             if not (self.channel_mean_.shape == self.channel_std_.shape == (3,)
                     and self.label_mean_.shape == self.label_std_.shape == self.reference_std_.shape
                     == self.validation_rmse_.shape == (n_labels,)
                     and self.label_range_.shape == (n_labels, 2)):
                 raise ValueError(f"normalisation arrays do not match 3 channels and the {n_labels} labels")
-            state = {k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")}
             network = self.network_for(n_labels)
             network.load_state_dict(state, strict=True)
-        except (OSError, SafetensorError, KeyError, ValueError, RuntimeError, LabelExplorerError) as exc:
-            raise ModelFileError(f"{path}: unreadable or inconsistent galaxy-cnn weights ({exc})") from exc
         self.network_ = network.to(self._torch_device(), memory_format=self._memory_format()).eval()
 
 

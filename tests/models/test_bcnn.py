@@ -155,6 +155,18 @@ def test_learns_the_toy_problem_in_the_users_label_order(censored, held_out):
     assert (prediction.model_std > 0).all() and (prediction.predictive_std > 0).all()
 
 
+def test_validation_calibration_brings_uncertainties_to_the_true_scatter(censored):
+    spectra, labels = _toy(200, seed=1)
+    prediction = censored.predict(spectra)
+    assert censored.get_params()["calibrate_uncertainty"]
+    for name in ("TEFF", "FE_H", "MG_H"):
+        k = censored.uncertainty_scale_[censored.label_names_.index(name)]
+        calibrated = np.std((prediction[name].mean - labels[name]) / prediction[name].total_std)
+        raw = calibrated * k  # the same residuals over the uncalibrated total std
+        assert 0.65 < calibrated < 1.5, f"{name}: {calibrated:.2f}"
+        assert abs(np.log(calibrated)) < abs(np.log(raw)), f"{name}: raw {raw:.2f}, calibrated {calibrated:.2f}"
+
+
 def test_element_sensitivity_sits_in_its_window(censored, held_out):
     spectra, _ = held_out
     sensitivity = np.abs(censored.sensitivity(spectra[:8], "[Mg/H]"))

@@ -15,6 +15,7 @@ from labelexplorer.models.nn import (DropoutStreams, MCDropout, StopGrad, Traini
                                      choose_device, dropout_disabled, per_label_loss, resolve_precision,
                                      robust_censored_loss, run_in_chunks, stopgrad_passthrough, train)
 from labelexplorer.models.nn.training import load_optimizer_tensors, optimizer_tensors
+from labelexplorer.models.nn.layers import keep_mask
 
 NAN = float("nan")
 
@@ -169,6 +170,14 @@ def test_plateau_halves_the_learning_rate_and_early_stopping_ends_the_run():
     assert result.stopped_early and result.best_epoch == 1
 
 
+def test_min_epochs_holds_early_stopping_back():
+    net = _fresh_net()
+    constant = lambda module, batch: (module(batch["x"]) * 0).sum() + 1.0  # noqa: E731 - never improves
+    result = train(net, constant, _tiny_problem(), _settings(epochs=30, learning_rate=0.1, min_epochs=9),
+                   device=torch.device("cpu"))
+    assert len(result.history) == 9 and result.stopped_early and result.best_epoch == 1
+
+
 def test_best_weights_are_restored_at_the_end():
     net = _fresh_net()
     calls = {"n": 0}
@@ -281,3 +290,13 @@ def test_chunks_are_halved_when_memory_runs_out():
     assert sizes == [2, 2, 2, 2, 2]
     with pytest.raises(RuntimeError, match="other"):
         run_in_chunks(lambda rows: (_ for _ in ()).throw(RuntimeError("other")), 4, 2)
+
+
+def test_keep_masks_of_all_passes_at_once_equal_one_call_per_pass():
+    together, kept = keep_mask((3, 5, 7), 0.3, torch.Generator().manual_seed(4), "cpu", blocks=3)
+    generator = torch.Generator().manual_seed(4)
+    separate = torch.stack([keep_mask((5, 7), 0.3, generator, "cpu")[0] for _ in range(3)])
+    torch.testing.assert_close(together, separate)
+    assert kept == pytest.approx(0.7, abs=1e-5)
+    many, _ = keep_mask((200_000,), 0.3, torch.Generator().manual_seed(5), "cpu")
+    assert float(many.mean()) == pytest.approx(0.7, abs=0.005)

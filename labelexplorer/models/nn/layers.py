@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 __all__ = ["MCDropout", "DropoutStreams", "StopGrad", "apply_max_norm", "stopgrad_passthrough",
-           "dropout_disabled", "number_dropout_layers", "n_parameters"]
+           "dropout_disabled", "keep_mask", "number_dropout_layers", "n_parameters"]
 
 
 class DropoutStreams:
@@ -106,10 +107,42 @@ class MCDropout(nn.Module):
         elif streams is None:
             out = nn.functional.dropout(x, self.rate, training=True)
         else:
-            keep = torch.rand(x.shape, generator=streams.generator(self.stream), device=x.device,
-                              dtype=torch.float32) >= self.rate
-            out = x * keep.to(x.dtype) * (1.0 / (1.0 - self.rate))
+            keep, kept_fraction = keep_mask(x.shape, self.rate, streams.generator(self.stream), x.device,
+                                            blocks=repeats)
+            # scale before the (broadcast) copies: b rows instead of repeats * b
+            scaled = (x[:1] if repeats > 1 else x) * (1.0 / kept_fraction)
+            out = scaled * keep.to(x.dtype)
         return out.reshape(-1, *out.shape[2:]) if repeats > 1 else out
+
+
+def keep_mask(shape, rate: float, generator: torch.Generator, device, *,
+              blocks: int = 1) -> tuple[torch.Tensor, float]:
+    """Keep-mask of *shape* (float32 ones and zeros) with drop probability *rate*, and the kept fraction.
+
+    Each element costs 16 random bits (four per 64-bit draw of *generator*), and the
+    mask is made with float arithmetic: together about ten times cheaper than one
+    uniform float per element compared into a boolean (the mask used to cost a fifth of
+    the MC inference time). The rate is quantised to a multiple of 1/65536 (0.3 →
+    0.300003); the kept fraction returned is the exact one, to rescale the kept units
+    without bias. With *blocks* > 1 the leading dimension is split into that many equal
+    blocks drawn one after the other as separate calls would draw them, so one call for
+    all MC passes gives the same masks as one call per pass.
+
+    Examples
+    --------
+    >>> keep, kept = keep_mask((1000, 100), 0.3, torch.Generator().manual_seed(0), "cpu")
+    >>> keep.shape, round(kept, 6), round(float(keep.mean()), 2), sorted(keep.unique().tolist())
+    (torch.Size([1000, 100]), 0.699997, 0.7, [0.0, 1.0])
+    """
+    dropped = round(rate * 65536)
+    n = math.prod(shape) // blocks
+    words = torch.randint(-2 ** 63, 2 ** 63 - 1, (blocks, (n + 3) // 4), dtype=torch.int64, generator=generator,
+                          device=device)
+    # 16-bit values, uniform on the integers -32768 ... 32767: keep the top 65536 - dropped;
+    # on integers, clamp(v - (threshold - 1), 0, 1) is exactly 1 above the threshold and 0 below
+    values = words.view(torch.int16)[:, :n].to(torch.float32)
+    keep = values.sub_(dropped - 32768 - 1).clamp_(0.0, 1.0)
+    return keep.view(shape), 1.0 - dropped / 65536
 
 
 def number_dropout_layers(module: nn.Module) -> int:

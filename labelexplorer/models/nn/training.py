@@ -7,8 +7,9 @@ each, e.g. a max-norm constraint), compute the validation loss, then
 
 * reduce the learning rate ×``lr_factor`` after ``lr_patience`` epochs without an
   improvement of more than ``min_delta`` (Keras ``ReduceLROnPlateau`` semantics);
-* stop after ``early_stopping_patience`` epochs without improvement and restore the
-  weights of the best epoch (the best epoch's weights are always the result).
+* stop after ``early_stopping_patience`` epochs without improvement, but never before
+  ``min_epochs``, and restore the weights of the best epoch (the best epoch's weights
+  are always the result).
 
 Options used by the galaxy CNN (Wu & Boada 2019, fastai style); the defaults keep the
 behaviour above: ``optimizer="adamw"`` with ``weight_decay`` (decoupled weight decay,
@@ -83,6 +84,7 @@ class TrainingSettings:
     min_lr: float = 1e-8
     min_delta: float = 1e-4
     early_stopping_patience: int = 4
+    min_epochs: int = 0
     seed: int = 0
     checkpoint_dir: str | Path | None = None
     progress: bool = True
@@ -328,7 +330,7 @@ def _after_epoch(state: _LoopState, settings: TrainingSettings, val_loss: float,
         best = module_tensors(module)
     else:
         early_wait += 1
-    stop = early_wait >= settings.early_stopping_patience
+    stop = early_wait >= settings.early_stopping_patience and epoch >= settings.min_epochs
     new = dataclasses.replace(state, epoch=epoch, step=0, lr=lr, loss_sum=0.0, loss_count=0,
                               plateau_best=plateau_best, plateau_wait=plateau_wait, best_loss=best_loss,
                               best_epoch=best_epoch, early_wait=early_wait, stopped_early=stop,
