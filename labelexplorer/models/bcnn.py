@@ -376,8 +376,9 @@ class BCNN(LabelModel):
         Epochs without improvement of the validation loss before training stops; the
         weights of the best epoch are kept.
     min_epochs : int
-        Epochs always run before early stopping may end training (small training sets
-        take few steps per epoch, and their small validation loss is noisy).
+        Early stopping monitors the validation loss from this epoch on, so training runs
+        at least this long and never keeps an earlier epoch (small training sets take few
+        steps per epoch, and their small validation loss is noisy).
     dropout : float
         Rate of every MC dropout layer.
     l2 : float

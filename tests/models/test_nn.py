@@ -175,7 +175,8 @@ def test_min_epochs_holds_early_stopping_back():
     constant = lambda module, batch: (module(batch["x"]) * 0).sum() + 1.0  # noqa: E731 - never improves
     result = train(net, constant, _tiny_problem(), _settings(epochs=30, learning_rate=0.1, min_epochs=9),
                    device=torch.device("cpu"))
-    assert len(result.history) == 9 and result.stopped_early and result.best_epoch == 1
+    # monitoring starts at epoch 9, which becomes the best; 4 epochs without improvement end it
+    assert len(result.history) == 13 and result.stopped_early and result.best_epoch == 9
 
 
 def test_best_weights_are_restored_at_the_end():

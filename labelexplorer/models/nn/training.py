@@ -7,9 +7,11 @@ each, e.g. a max-norm constraint), compute the validation loss, then
 
 * reduce the learning rate ×``lr_factor`` after ``lr_patience`` epochs without an
   improvement of more than ``min_delta`` (Keras ``ReduceLROnPlateau`` semantics);
-* stop after ``early_stopping_patience`` epochs without improvement, but never before
-  ``min_epochs``, and restore the weights of the best epoch (the best epoch's weights
-  are always the result).
+* stop after ``early_stopping_patience`` epochs without improvement and restore the
+  weights of the best epoch (the best epoch's weights are always the result). With
+  ``min_epochs`` the monitoring starts at that epoch (Keras' ``start_from_epoch``): a
+  small training set, whose tiny validation set is noisy and whose learned variances
+  are still wild in the first epochs, can neither stop early nor keep an early epoch.
 
 Options used by the galaxy CNN (Wu & Boada 2019, fastai style); the defaults keep the
 behaviour above: ``optimizer="adamw"`` with ``weight_decay`` (decoupled weight decay,
@@ -325,12 +327,14 @@ def _after_epoch(state: _LoopState, settings: TrainingSettings, val_loss: float,
         if plateau_wait >= settings.lr_patience and settings.schedule == "plateau":
             lr, plateau_wait = max(lr * settings.lr_factor, settings.min_lr), 0
     best_loss, best_epoch, early_wait = state.best_loss, state.best_epoch, state.early_wait
-    if monitored < best_loss - settings.min_delta or best_epoch == 0:
+    if epoch < min(settings.min_epochs, settings.epochs):
+        pass  # not monitored yet: neither a best epoch nor a reason to stop
+    elif monitored < best_loss - settings.min_delta or best_epoch == 0:
         best_loss, best_epoch, early_wait = monitored, epoch, 0
         best = module_tensors(module)
     else:
         early_wait += 1
-    stop = early_wait >= settings.early_stopping_patience and epoch >= settings.min_epochs
+    stop = early_wait >= settings.early_stopping_patience
     new = dataclasses.replace(state, epoch=epoch, step=0, lr=lr, loss_sum=0.0, loss_count=0,
                               plateau_best=plateau_best, plateau_wait=plateau_wait, best_loss=best_loss,
                               best_epoch=best_epoch, early_wait=early_wait, stopped_early=stop,
