@@ -9,10 +9,20 @@ What it does (every spectrum goes through the project's readers and preprocessin
    paper trained on LASP labels), predicts every other star and prints scatter (std, as
    the paper's eq. 10, and σ_MAD) and bias against the catalog labels and the true labels
    in the paper's S/N_g bins, next to the paper's figures at S/N_g > 100 (50 K, 0.09 dex,
-   0.07 dex); then the COD spectra (leave-one-label-out retraining) and their peaks;
-3. **APOGEE**: reads the aspcapStar-like files, keeps giants, trains on ``--n-apogee-pixels``
-   pixels chosen by their correlation with each label (a subset of the 7514-pixel grid, to
-   fit the time budget) with more labels, and prints the same statistics;
+   0.07 dex), and again without SLAM's continuum correction (``continuum_knots``: the
+   pseudo-continuum of a noisy spectrum is not that of the high-S/N training spectra,
+   which biased Teff by −50 K at S/N 40–100); then the COD spectra (leave-one-label-out
+   retraining) and their peaks;
+3. **APOGEE**: reads the aspcapStar-like files, keeps giants, trains with Teff, logg, [Fe/H],
+   [Mg/Fe], [Al/Fe], [N/Fe] on every pixel of the Mg and Al line windows plus
+   ``--n-other-pixels`` random ones (continuum, other species, CN for N), prints the same
+   statistics, and checks that each element's COD peaks in its own windows (a table:
+   share of its top-20 COD pixels inside, mean COD inside / outside). It prints first how
+   much of each label the other labels predict (R²): leave-one-label-out retraining can only
+   attribute the rest, and in the mock population [Mg/Fe] and [Al/Fe] follow [Fe/H] and
+   each other closely, so with pipeline-like labels what is left is mostly label noise.
+   The check is repeated with the same spectra and their true labels, and on mock spectra
+   of the same stars with [X/Fe] shuffled among them (independent of the other labels);
 4. **real LAMOST files** in ``../shared/data/lamost``: read, shifted to the rest frame
    (header Z), normalised, resampled and fitted with the LAMOST model: labels, formal
    errors, convergence and outside-training-set flags.
@@ -36,9 +46,12 @@ from labelexplorer import Spectra, read
 from labelexplorer.analysis.metrics import bias, sigma_mad
 from labelexplorer.exceptions import LabelExplorerError
 from labelexplorer.mock import make_universe
-from labelexplorer.models.slam import SLAM
+from labelexplorer.mock.apogee_physics import normalized_flux
+from labelexplorer.models.slam import SLAM, cod_window_contrast
+from labelexplorer.preprocess.linelist import load_linelist
 from labelexplorer.preprocess.pseudo_continuum import pseudo_continuum_normalise
 from labelexplorer.preprocess.resample import resample
+from labelexplorer.preprocess.windows import MOLECULE_ELEMENTS, windows_from_linelist
 
 REAL_DATA = Path(os.environ.get("LABELEXPLORER_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SNR_BINS = [(5, 20), (20, 40), (40, 60), (60, 80), (80, 100), (100, np.inf)]
@@ -95,9 +108,10 @@ def report(title: str, names, predicted, reference, snr, prediction=None) -> Non
                   + ", ".join(f"{n} {np.median(prediction.predictive_std[high, j]):.3g}" for j, n in enumerate(names)))
 
 
-def train(spectra, labels, names, args) -> tuple[SLAM, float]:
-    model = SLAM(c_grid=args.c_grid, gamma_grid=args.gamma_grid, n_folds=args.folds, n_jobs=args.n_jobs,
-                 progress=False, error_model_snr=(10.0, 20.0, 40.0, 80.0), error_model_stars=args.error_model_stars)
+def train(spectra, labels, names, args, **overrides) -> tuple[SLAM, float]:
+    settings = dict(c_grid=args.c_grid, gamma_grid=args.gamma_grid, n_folds=args.folds, n_jobs=args.n_jobs,
+                    progress=False, error_model_snr=(10.0, 20.0, 40.0, 80.0), error_model_stars=args.error_model_stars)
+    model = SLAM(**{**settings, **overrides})
     start = time.perf_counter()
     model.fit(spectra, dict(zip(names, labels.T)))
     return model, time.perf_counter() - start
@@ -126,7 +140,8 @@ def lamost_part(universe, args):
     test_rows = np.setdiff1d(np.arange(len(spectra)), train_rows)
     print(f"LAMOST training set: {train_rows.size} stars with S/N_g {snr[train_rows].min():.0f}-"
           f"{snr[train_rows].max():.0f}; test set: {test_rows.size} stars")
-    model, seconds = train(spectra[train_rows], pipeline[train_rows], names, args)
+    model, seconds = train(spectra[train_rows], pipeline[train_rows], names, args,
+                           continuum_knots=args.continuum_knots or None)
     timed(f"trained SLAM on LAMOST ({seconds:.0f} s, {1e3 * seconds / spectra.n_pixels:.0f} ms per pixel incl. "
           f"outlier rejection and error model); rejected {len(model.rejected_ids_)} outliers")
     prediction = model.predict(spectra[test_rows])
@@ -135,6 +150,11 @@ def lamost_part(universe, args):
     report("LAMOST test set vs pipeline-like catalog labels (the paper's comparison)", names, prediction.mean,
            pipeline[test_rows], snr[test_rows], prediction)
     report("LAMOST test set vs TRUE labels", names, prediction.mean, truth[test_rows], snr[test_rows])
+    if model.continuum_knots is not None:
+        plain = model.set_params(continuum_knots=None).predict(spectra[test_rows])
+        model.set_params(continuum_knots=args.continuum_knots)
+        report("LAMOST test set vs TRUE labels, the same model WITHOUT the continuum correction (continuum_knots=None)",
+               names, plain.mean, truth[test_rows], snr[test_rows])
     print("  paper (LAMOST DR5, CV scatter at S/N_g > 100): "
           + ", ".join(f"{n} {v}" for n, v in PAPER_HIGH_SNR.items()))
     print("  error law sigma(SNR) = a exp(-b SNR) + c: "
@@ -154,57 +174,144 @@ def print_cod(cod, names) -> None:
         print(f"  COD({name}) peaks at {peaks} Å (max {np.nanmax(cod[name]):.2f})")
 
 
-def select_pixels(spectra: Spectra, labels: np.ndarray, n_pixels: int) -> np.ndarray:
-    """The pixels most correlated with each label in turn (round robin), never-masked pixels only."""
+APOGEE_LABELS = ["TEFF", "LOGG", "FE_H", "MG_FE", "AL_FE", "N_FE"]
+ELEMENT_OF = {"MG_FE": "Mg", "AL_FE": "Al", "N_FE": "N"}  # N is measured from the CN lines, as in ASPCAP
+
+
+def element_windows(wavelength: np.ndarray) -> dict[str, np.ndarray]:
+    """Label -> mask of its element's windows on the APOGEE grid: ±2.5 FWHM around each of its lines.
+
+    Every line counts, not only the strongest: a saturated line's abundance response lies in
+    its wings, and the mock's weaker Mg lines carry a fifth of the [Mg/Fe] response.
+    """
+    windows = windows_from_linelist(load_linelist(), wavelength, group=MOLECULE_ELEMENTS, weight_by_strength=False)
+    return {label: windows.mask(element) for label, element in ELEMENT_OF.items()}
+
+
+def window_pixels(spectra: Spectra, windows: dict[str, np.ndarray], n_other: int, rng) -> np.ndarray:
+    """Every good pixel of the Mg and Al windows and *n_other* random good pixels elsewhere.
+
+    The random ones sample the continuum and other species' lines; the CN lines of N cover
+    ~40 % of the spectrum, so N's windows are sampled by them too.
+    """
     good = (~spectra.mask).mean(axis=0) > 0.9
-    flux = np.where(spectra.mask, 0.0, spectra.flux)[:, good]
-    flux = flux - flux.mean(axis=0)
-    flux = flux / np.where(flux.std(axis=0) > 0, flux.std(axis=0), np.inf)
-    centred = (labels - labels.mean(axis=0)) / labels.std(axis=0)
-    correlation = np.full((labels.shape[1], spectra.n_pixels), -1.0)
-    correlation[:, good] = np.abs(centred.T @ flux) / len(labels)
-    chosen: list[int] = []
-    ranked = [list(np.argsort(-c)) for c in correlation]
-    while len(chosen) < min(n_pixels, int(good.sum())):
-        for ranking in ranked:
-            while ranking and ranking[0] in chosen:
-                ranking.pop(0)
-            if ranking and len(chosen) < n_pixels:
-                chosen.append(int(ranking.pop(0)))
-    return np.sort(chosen)
+    own = good & (windows["MG_FE"] | windows["AL_FE"])
+    others = np.flatnonzero(good & ~own)
+    return np.sort(np.r_[np.flatnonzero(own), rng.choice(others, min(n_other, others.size), replace=False)])
+
+
+def label_predictability(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Cross-validated R² of each label predicted from the others (gradient boosting, 5 folds).
+
+    Leave-one-label-out retraining can give a label only the part of its spectral signature
+    that the other labels do not already predict: this R² is the share it cannot get.
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.model_selection import cross_val_predict
+
+    r2 = []
+    for j in range(labels.shape[1]):
+        others = np.delete(labels, j, axis=1)
+        guess = cross_val_predict(HistGradientBoostingRegressor(max_iter=100, random_state=seed), others,
+                                  labels[:, j], cv=5)
+        r2.append(1.0 - np.var(labels[:, j] - guess) / np.var(labels[:, j]))
+    return np.array(r2)
+
+
+def report_attribution_limit(names, labels, truth) -> None:
+    """Spread, predictability from the other labels (given and true labels), and the label noise."""
+    r2, r2_true = np.clip(label_predictability(labels), 0, 1), np.clip(label_predictability(truth), 0, 1)
+    print("  label    spread  R² from the others (true labels)  spread not predicted  label error (vs truth)")
+    for j, name in enumerate(names):
+        spread = np.std(labels[:, j])
+        print(f"  {name:7s} {spread:7.3g}      {r2[j]:5.2f} ({r2_true[j]:4.2f})               "
+              f"{spread * np.sqrt(1 - r2[j]):7.3g}            {np.std(labels[:, j] - truth[:, j]):7.3g}")
+
+
+def report_cod_windows(title: str, cod, windows: dict[str, np.ndarray], n_top: int = 20) -> None:
+    """The per-element table: are each element's highest CODs in its own windows?"""
+    table = cod_window_contrast(cod, windows, n_top=n_top)
+    print(f"\n{title}\n  (top_fraction: share of the {n_top} highest-COD pixels inside the element's windows; chance:"
+          " share of all pixels inside; ratio: mean COD inside / outside)")
+    print("  " + table.to_string(float_format=lambda v: f"{v:8.3g}").replace("\n", "\n  "))
+
+
+def train_and_cod(spectra, labels, names, args, **overrides) -> SLAM:
+    model, seconds = train(spectra, labels, names, args, **overrides)
+    timed(f"trained SLAM ({seconds:.0f} s, {spectra.n_pixels} px x {len(spectra)} stars); rejected "
+          f"{len(model.rejected_ids_)} outliers")
+    if args.cod:
+        model.compute_cod(spectra, dict(zip(names, labels.T)))
+        timed("COD (leave-one-label-out retraining)")
+    return model
+
+
+def decorrelated_spectra(true_table, pixels: np.ndarray, snr: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Mock H-band spectra of these stars with their [X/Fe] of ELEMENT_OF shuffled among them.
+
+    Shuffling keeps each label's spread but makes it independent of every other label (and of
+    the other elements, e.g. [O/Fe] of the OH lines, which follows [Mg/Fe] in the population).
+    Returns (labels, flux with Gaussian noise at each star's S/N) on *pixels*.
+    """
+    values = {column: true_table[column].to_numpy(float) for column in true_table.columns}
+    for label in ELEMENT_OF:
+        values[label] = rng.permutation(values[label])
+    flux = normalized_flux(values)[:, pixels].astype(np.float64)
+    flux += rng.normal(size=flux.shape) / snr[:, None]
+    return np.column_stack([values[name] for name in APOGEE_LABELS]), flux
 
 
 def apogee_part(universe, args):
-    names = ["TEFF", "LOGG", "FE_H", "MG_FE", "AL_FE", "N_FE"]
+    names = APOGEE_LABELS
     spectra = universe.spectra("aspcap")
     labels = universe.labels(true=False, names=names).to_numpy(float)
-    truth = universe.labels(true=True, names=names).to_numpy(float)
+    true_table = universe.labels(true=True)
+    truth = true_table[names].to_numpy(float)
     snr = np.asarray(spectra.info.get("snr", spectra.snr), dtype=float)
     timed(f"read {len(spectra)} aspcapStar-like files")
     giants = (np.isfinite(labels).all(axis=1) & (labels[:, 0] > 3800) & (labels[:, 0] < 5500) & (labels[:, 1] < 3.8))
     spectra, labels, truth, snr = spectra[giants], labels[giants], truth[giants], snr[giants]
+    true_table = true_table[giants]
     rng = np.random.default_rng(0)
-    train_rows = np.sort(rng.choice(np.flatnonzero(snr > 70), min(args.n_train, int((snr > 70).sum()) * 3 // 4),
-                                    replace=False))
+    bright = np.flatnonzero(snr > args.apogee_min_snr)
+    train_rows = np.sort(rng.choice(bright, bright.size * 3 // 4, replace=False))
     test_rows = np.setdiff1d(np.arange(len(spectra)), train_rows)
-    pixels = select_pixels(spectra[train_rows], labels[train_rows], args.n_apogee_pixels)
+    windows = element_windows(spectra.wavelength)
+    pixels = window_pixels(spectra[train_rows], windows, args.n_other_pixels, rng)
+    windows = {label: mask[pixels] for label, mask in windows.items()}
     subset = spectra.replace(flux=spectra.flux[:, pixels], error=spectra.error[:, pixels],
                              mask=spectra.mask[:, pixels], wavelength=spectra.wavelength[pixels],
-                             step=f"{pixels.size} pixels most correlated with the labels")
-    print(f"APOGEE giants: {train_rows.size} training (SNR > 70), {test_rows.size} test; {pixels.size} of "
-          f"{spectra.n_pixels} pixels (chosen by correlation with each label)")
-    model, seconds = train(subset[train_rows], labels[train_rows], names, args)
-    timed(f"trained SLAM on APOGEE ({seconds:.0f} s); rejected {len(model.rejected_ids_)} outliers")
+                             step=f"{pixels.size} pixels: Mg and Al windows and a random sample")
+    print(f"APOGEE giants: {train_rows.size} training (S/N > {args.apogee_min_snr:g}), {test_rows.size} test; "
+          f"{pixels.size} of {spectra.n_pixels} pixels (" + ", ".join(f"{ELEMENT_OF[k]} windows {int(m.sum())}"
+                                                                     for k, m in windows.items()) + ")")
+    print("\nWhat leave-one-label-out can attribute, in this training set (pipeline-like labels):")
+    report_attribution_limit(names, labels[train_rows], truth[train_rows])
+    model = train_and_cod(subset[train_rows], labels[train_rows], names, args)
     prediction = model.predict(subset[test_rows])
     timed(f"predicted {test_rows.size} APOGEE test spectra ({100 * prediction.flags['not_converged'].mean():.1f} % not "
           "converged)")
     report("APOGEE test giants vs pipeline-like labels", names, prediction.mean, labels[test_rows], snr[test_rows],
            prediction)
     report("APOGEE test giants vs TRUE labels", names, prediction.mean, truth[test_rows], snr[test_rows])
-    if args.cod:
-        cod = model.compute_cod(subset[train_rows], dict(zip(names, labels[train_rows].T)))
-        timed("COD on the APOGEE model")
-        print_cod(cod, names)
+    if not args.cod:
+        return
+    print_cod(model.cod(), names)
+    report_cod_windows("COD in the element windows: the mock population, pipeline-like labels", model.cod(), windows)
+    print("\nThe same spectra and stars trained on their TRUE labels (no label noise to hide the [X/Fe] that the "
+          "other labels do not predict):")
+    report_attribution_limit(names, truth[train_rows], truth[train_rows])
+    exact = train_and_cod(subset[train_rows], truth[train_rows], names, args)
+    report_cod_windows("COD in the element windows: the mock population, true labels", exact.cod(), windows)
+    if args.decorrelated:
+        values, flux = decorrelated_spectra(true_table.iloc[train_rows], pixels, np.clip(snr[train_rows], 20, 300),
+                                            rng)
+        shuffled = Spectra(flux.astype(np.float32), subset.wavelength, error=(1.0 / np.clip(snr[train_rows], 20, 300)
+                           )[:, None] * np.ones((1, pixels.size), np.float32), ids=subset.ids[train_rows])
+        print("\nThe same stars with [Mg/Fe], [Al/Fe], [N/Fe] shuffled among them (mock physics, true labels):")
+        report_attribution_limit(names, values, values)
+        model = train_and_cod(shuffled, values, names, args, error_model_snr=())
+        report_cod_windows("COD in the element windows: [X/Fe] independent of the other labels", model.cod(), windows)
 
 
 def real_lamost_part(model: SLAM, args) -> None:
@@ -249,21 +356,28 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=600)
     parser.add_argument("--step", type=float, default=4.0, help="Å between pixels of the LAMOST grid")
-    parser.add_argument("--n-apogee-pixels", type=int, default=300)
+    parser.add_argument("--n-other-pixels", type=int, default=150,
+                        help="APOGEE pixels sampled outside the Mg and Al windows (all of those are used)")
+    parser.add_argument("--apogee-min-snr", type=float, default=50.0,
+                        help="3/4 of the giants above this S/N train the APOGEE model")
     parser.add_argument("--c-grid", type=float, nargs="+", default=[10.0])
     parser.add_argument("--gamma-grid", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--continuum-knots", type=float, default=100.0,
+                        help="SLAM continuum_knots for the LAMOST model (Å, as the pseudo-continuum; 0: none)")
     parser.add_argument("--error-model-stars", type=int, default=200)
     parser.add_argument("--n-jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-cod", dest="cod", action="store_false")
     parser.add_argument("--no-apogee", dest="apogee", action="store_false")
+    parser.add_argument("--no-decorrelated", dest="decorrelated", action="store_false",
+                        help="skip the APOGEE COD check on spectra with [X/Fe] shuffled among the stars")
     parser.add_argument("--no-lamost", dest="lamost", action="store_false", help="skip LAMOST (and the real files)")
     parser.add_argument("--save-model", help="directory to save the LAMOST-trained model in")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
         args.n_stars, args.n_lamost, args.n_apogee, args.n_train, args.step = 1500, 300, 200, 150, 8.0
-        args.n_apogee_pixels, args.error_model_stars = 100, 50
+        args.n_other_pixels, args.error_model_stars = 50, 50
     universe = make_universe(args.universe, n_stars=args.n_stars, n_spectra=args.n_apogee, n_galaxies=0,
                              n_lamost=args.n_lamost, seed=args.seed, workers=args.n_jobs, progress=False)
     timed(f"mock universe ready: {universe}")
