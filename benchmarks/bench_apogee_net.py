@@ -9,7 +9,9 @@ Measured in the same run, on the device the model chooses (CUDA if present, else
    - chunked: what ``ApogeeNet.predict`` does — all draws of a chunk of spectra as one
      tensor, the chunk sized for the device (on the CPU ~16 rows, which keep the
      8575-pixel activations in cache; on a GPU thousands).
-   All use the same seeded draws, so their outputs are compared too.
+   All use the same seeded draws, so their outputs are compared too. Next to each, the
+   memory of one call: the largest input + output activation pair of a layer, times the
+   rows of the call (what must be live at once, weights excluded).
 2. The whole ``ApogeeNet.predict`` (error clipping, draws, medians, flags) in spectra/s.
 3. Training throughput (spectra per second, forward + backward + Adam) of v1 and v2.
 
@@ -48,6 +50,24 @@ def toy_flux(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return flux.astype(np.float32), (0.01 * flux + 0.5).astype(np.float32)
 
 
+def activation_bytes_per_row(network: torch.nn.Module, flux: torch.Tensor, metadata: torch.Tensor) -> int:
+    """Largest (input + output) activation of any layer for one row, in bytes."""
+    sizes = []
+
+    def record(module, inputs, output):
+        if not list(module.children()):
+            sizes.append((inputs[0].numel() + output.numel()) * output.element_size() // output.shape[0])
+
+    hooks = [m.register_forward_hook(record) for m in network.modules()]
+    try:
+        with torch.no_grad():
+            network(flux[:1], metadata[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(sizes)
+
+
 def best_time(function, repeat: int = 2) -> tuple[float, object]:
     """Best wall time of *repeat* calls after one warm-up call, and the last result."""
     result = function()
@@ -82,14 +102,16 @@ def inference(n_spectra: int, draws: int, device: torch.device) -> None:
     all_time, all_out = best_time(lambda: run(True))
     chunk_time, chunk_out = best_time(lambda: run(True, model_chunk))
     difference = max(float((all_out - loop_out).abs().max()), float((chunk_out - loop_out).abs().max()))
+    per_row = activation_bytes_per_row(network, flux, metadata)
     print(f"inference, {n_spectra} spectra x {draws} noise draws ({n_spectra * draws} forwards), "
           f"{n_parameters(network):,} parameters")
-    rows = [("loop over draws (naive)", loop_time, f"{n_spectra} rows a call"),
-            ("all draws, one tensor", all_time, f"{n_spectra * draws} rows a call"),
-            ("draws batched per chunk (predict)", chunk_time, f"{model_chunk * draws} rows a call")]
-    for name, seconds, note in rows:
+    rows = [("loop over draws (naive)", loop_time, n_spectra),
+            ("all draws, one tensor", all_time, n_spectra * draws),
+            ("draws batched per chunk (predict)", chunk_time, min(model_chunk, n_spectra) * draws)]
+    for name, seconds, rows_per_call in rows:
         print(f"  {name:<34}: {n_spectra / seconds:8.2f} spectra/s  ({n_spectra * draws / seconds:7.1f} "
-              f"realisations/s, {note}; x{loop_time / seconds:.2f} vs loop)")
+              f"realisations/s, {rows_per_call} rows a call, {rows_per_call * per_row / 2 ** 20:.1f} MiB of "
+              f"activations; x{loop_time / seconds:.2f} vs loop)")
     print(f"  largest output difference to the loop: {difference:.2e} (standardised units)")
 
 

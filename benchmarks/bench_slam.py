@@ -95,6 +95,8 @@ def main(argv=None) -> None:
     print(f"training: {args.n_train} stars x {train.n_pixels} px, {fits_per_pixel} SVR fits per pixel, "
           f"{args.n_jobs} jobs: {train_seconds:.1f} s = {1e3 * train_seconds / train.n_pixels:.1f} ms per pixel "
           f"(+ label CV of the training stars); support vectors per pixel: median {np.median(n_sv):.0f}")
+    print(f"  at this size, 3,000 pixels would take {3000 * train_seconds / train.n_pixels / 60:.1f} min with "
+          f"{args.n_jobs} jobs (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
     model.predict(test[:2])  # builds the fast layout and the χ² templates once
     start = time.perf_counter()

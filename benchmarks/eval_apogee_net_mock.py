@@ -10,20 +10,25 @@ What it does (every spectrum goes through the project's apStar reader):
    cached beside the universe for re-runs;
 2. trains, on the same 80/10/10 split (60/20/20 for M dwarfs and young stars), with the true
    labels ([Fe/H] missing for hot stars, masked in the loss, where paper 001 forced zeros):
-   **v1** (spectrum only, linear Teff, stratified fine-tuning), **v2** (photometry branch,
-   log Teff, KDE weights), **v2 without photometry** and **v2 with uniform weights**;
+   **v1 without fine-tuning** (spectrum only, linear Teff), **v1** (the same all-star stage,
+   resumed from its checkpoint, then stratified fine-tuning), **v2** (photometry branch,
+   log Teff, KDE weights), **v2 without photometry** and **v2 with uniform weights**; prints
+   each training stage's epochs and best epoch (is early stopping picking an early one?);
 3. prints, on the held-out test stars, the scatter between prediction and truth per class
    (giants, dwarfs, M dwarfs, young stars, hot stars) like paper 002's Table 3, for each
-   model — every comparison is printed whichever way it comes out;
+   model, and v1 with against without fine-tuning on the rare classes — every comparison is
+   printed whichever way it comes out;
 4. prints the v2 uncertainties (spread over noise draws) against SNR (paper 002 Fig. 4) and
    the v2 model's predictions when its photometry is withheld at inference;
-5. runs the v2 model on the real DR13 apStar files in ``../shared/data/apogee/apStar``
-   (J, H, K from their headers; no Gaia): labels, uncertainties and flags.
+5. runs the v2 models with and without photometry on the real DR13 apStar files in
+   ``../shared/data/apogee/apStar`` (J, H, K from their headers; no Gaia): labels,
+   uncertainties and flags.
 
 The machine this was written for has 2 shared CPU cores, so the default budget is small
-(``--epochs 8`` per stage on ~2,500 spectra, batches of 16, ~12 minutes of training in all) and
-predictions use ``--draws 8`` noise realisations instead of the papers' 100 / 20: the
-figures show the method's behaviour, not the papers' accuracy (100k+ stars, many epochs).
+(``--epochs 14`` per stage on ~2,500 spectra, batches of 16, 3 fine-tuning rounds, ~30-45
+minutes of training in all, depending on how busy the machine is) and predictions use ``--draws 8`` noise realisations instead of the papers'
+100 / 20: the figures show the method's behaviour, not the papers' accuracy (100k+ stars, many
+epochs). Learning rates are the versions' defaults (the papers': 1e-3 for v1, 7.5e-4 for v2).
 
 Usage::
 
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -162,7 +168,30 @@ def weighting_table(uniform: dict, kde: dict) -> None:
               f"{uniform[(group, 'LOGG')]:9.3f} {kde[(group, 'LOGG')]:9.3f}")
 
 
-def real_files(model: ApogeeNet) -> None:
+def fine_tuning_table(without: dict, with_: dict) -> None:
+    """v1 with against without stratified fine-tuning, σ_MAD per class (the rare classes are its target)."""
+    print("\nv1 stratified fine-tuning (M dwarfs, young stars + 5 % of the rest per round), σ_MAD on test stars")
+    print(f"  {'class':<12} | {'Teff without':>12} {'with':>6} | {'logg without':>12} {'with':>6} | "
+          f"{'[Fe/H] without':>14} {'with':>6}")
+    for group in ("all", *CLASS_GROUPS):
+        print(f"  {group:<12} | {without[(group, 'TEFF')]:12.0f} {with_[(group, 'TEFF')]:6.0f} | "
+              f"{without[(group, 'LOGG')]:12.3f} {with_[(group, 'LOGG')]:6.3f} | "
+              f"{without[(group, 'FE_H')]:14.3f} {with_[(group, 'FE_H')]:6.3f}")
+
+
+def stage_summary(name: str, history: list[dict]) -> str:
+    """Each training stage's learning curve (train / development loss per epoch) and best epoch."""
+    lines = [f"{name}: learning curves (train / dev loss per epoch; * best dev epoch, the one kept)"]
+    for stage in dict.fromkeys(record["stage"] for record in history if "epoch" in record):
+        records = [record for record in history if record.get("stage") == stage and "epoch" in record]
+        best = int(np.nanargmin([record["val_loss"] for record in records]))
+        curve = " ".join(f"{r['loss']:.3f}/{r['val_loss']:.3f}{'*' if k == best else ''}"
+                         for k, r in enumerate(records))
+        lines.append(f"  {stage:<9} {len(records):>2} epochs, best {best + 1:>2}: {curve}")
+    return "\n".join(lines)
+
+
+def real_files(model: ApogeeNet, name: str) -> None:
     """Run a model on the real apStar files end to end."""
     files = sorted((REAL_DATA / "apogee" / "apStar").glob("apStar-*.fits"))
     if not files:
@@ -172,7 +201,7 @@ def real_files(model: ApogeeNet) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # no Gaia columns in apStar headers: filled as missing
         prediction = model.predict(model.prepare(spectra))
-    print(f"\nreal DR13 apStar files ({len(files)}), v2 model, J/H/K from the headers, Gaia missing")
+    print(f"\nreal DR13 apStar files ({len(files)}), {name} model, J/H/K from the headers, Gaia missing")
     print(f"  {'APOGEE_ID':<20}{'SNR':>6} | {'Teff':>7} {'±':>5} | {'logg':>5} {'±':>5} | "
           f"{'[Fe/H]':>6} {'±':>5} | flags")
     for i, star in enumerate(prediction.ids):
@@ -192,9 +221,10 @@ def main() -> None:
     parser.add_argument("--stars", type=int, default=20_000, help="population size")
     parser.add_argument("--spectra", type=int, default=2_000, help="stars with apStar files")
     parser.add_argument("--rare", type=int, default=250, help="hot stars, M dwarfs and young stars each")
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per training stage")
+    parser.add_argument("--epochs", type=int, default=14, help="epochs per training stage")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: each version's")
+    parser.add_argument("--fine-tune-rounds", type=int, default=3, help="v1 stratified fine-tuning rounds")
     parser.add_argument("--draws", type=int, default=8, help="noise realisations per prediction")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
@@ -212,8 +242,12 @@ def main() -> None:
 
     common = dict(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                   n_draws=args.draws, random_state=args.seed, progress=False)
+    # both v1 runs share the all-star stage: the second resumes it from the first's checkpoint
+    v1_checkpoints = tempfile.TemporaryDirectory(prefix="apogee-net-v1-")
     configurations = {
-        "v1": dict(version=1, fine_tune_rounds=2, fine_tune_patience=1),
+        "v1 without fine-tuning": dict(version=1, fine_tune_rounds=0, checkpoint_dir=v1_checkpoints.name),
+        "v1": dict(version=1, fine_tune_rounds=args.fine_tune_rounds, fine_tune_patience=1,
+                   checkpoint_dir=v1_checkpoints.name),
         "v2": dict(version=2),
         "v2 without photometry": dict(version=2, use_photometry=False),
         "v2 uniform weights": dict(version=2, weighting="uniform"),
@@ -226,13 +260,16 @@ def main() -> None:
         test = model.split_["test"]
         timed(f"{name}: trained in {training_seconds[name]:.0f} s, "
               f"{sum(1 for r in model.history_ if 'epoch' in r)} epochs over its stages")
+        print(stage_summary(name, model.history_))
         predictions[name] = model.predict(spectra[test])
         models[name] = model
         scatter[name] = class_table(f"{name}: prediction − truth on {test.size} test stars", predictions[name],
                                     table, test)
         timed(f"{name}: predicted the test stars ({args.draws} draws each)")
+    v1_checkpoints.cleanup()
     print(f"\ntraining time in all: {sum(training_seconds.values()):.0f} s "
           f"({', '.join(f'{k} {v:.0f} s' for k, v in training_seconds.items())})")
+    fine_tuning_table(scatter["v1 without fine-tuning"], scatter["v1"])
 
     test = models["v2"].split_["test"]
     print("\nv2 with vs without photometry, σ_MAD on test stars (trained without: 'v2 without photometry')")
@@ -255,7 +292,8 @@ def main() -> None:
     young = np.isin(classes[test], ["yso"])
     print(f"  yso_candidate: {int(flags['yso_candidate'][young].sum())}/{int(young.sum())} young stars, "
           f"{int(flags['yso_candidate'][~young].sum())}/{int((~young).sum())} others")
-    real_files(models["v2"])
+    real_files(models["v2"], "v2")
+    real_files(models["v2 without photometry"], "v2 without photometry")
     timed("done")
 
 
