@@ -111,14 +111,11 @@ def uncertainty_scale(residual, std, known_std=None, *, clip: float = 5.0,
 
     Recalibrates a method's uncertainty on held-out data whose reference values carry
     known errors of their own (*known_std*, e.g. pipeline labels): the known part is not
-    scaled, so ``k·std`` estimates the method's own error against the truth. ``k`` is the
-    maximum-likelihood value for Gaussian residuals of variance ``(k·std)² + known²``: its
-    score equation weights each row by ``std² / ((k·std)² + known²)``, so rows whose
-    reference is much noisier than the method (which say little about ``k``) count less.
-    Normalised residuals beyond *clip* σ are clipped (a few catastrophic outliers must not
-    inflate every uncertainty), against the clipped second moment of a standard normal,
-    so honest Gaussian uncertainties give ``k = 1``. The result is limited to *bounds*;
-    NaN when fewer than 10 finite entries remain.
+    scaled, so ``k·std`` estimates the method's own error against the truth. Normalised
+    residuals beyond *clip* σ are clipped (a few catastrophic outliers must not inflate
+    every uncertainty); the target is the clipped second moment of a standard normal,
+    so an honest Gaussian gives ``k = 1``. The result is limited to *bounds*; NaN when
+    fewer than 10 finite entries remain.
 
     Examples
     --------
@@ -142,17 +139,15 @@ def uncertainty_scale(residual, std, known_std=None, *, clip: float = 5.0,
     residual2, std2, known2 = residual2[good], std2[good], known2[good]
     target = 2 * norm.cdf(clip) - 1 - 2 * clip * norm.pdf(clip) + 2 * clip ** 2 * norm.sf(clip)
 
-    def score(k: float) -> float:  # d log-likelihood / dk, up to a positive factor; decreases with k
-        variance = k * k * std2 + known2
-        weight = std2 / variance
-        return float(np.sum(weight * (np.minimum(residual2 / variance, clip ** 2) - target)) / np.sum(weight))
+    def excess(k: float) -> float:  # decreases with k
+        return float(np.mean(np.minimum(residual2 / (k * k * std2 + known2), clip ** 2))) - target
 
     low, high = bounds
-    if score(low) <= 0:
+    if excess(low) <= 0:
         return float(low)
-    if score(high) >= 0:
+    if excess(high) >= 0:
         return float(high)
-    return float(brentq(score, low, high, xtol=1e-4))
+    return float(brentq(excess, low, high, xtol=1e-4))
 
 
 def summarize(prediction: Mapping[str, np.ndarray] | np.ndarray, truth: Mapping[str, np.ndarray] | np.ndarray,
