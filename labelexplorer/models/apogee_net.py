@@ -83,8 +83,9 @@ from ..prediction import LabelPrediction
 from ..preprocess.grid import APOGEE_N_PIXELS, apogee_wavelength
 from ..spectra import Spectra
 from .base import LabelModel, dataset_hash, register_model
-from .nn.device import choose_device, forked_rng, memory_budget, rows_per_chunk, run_in_chunks
+from .nn.device import forked_rng, memory_budget, rows_per_chunk, run_in_chunks
 from .nn.layers import n_parameters
+from .nn.model import TorchModel
 from .nn.training import TrainingSettings, module_tensors, train
 
 __all__ = ["ApogeeNet", "ApogeeNetNetwork", "MetadataNet", "trunk_length", "metadata_features",
@@ -644,7 +645,7 @@ def _json_float(value: float):
 
 
 @register_model("apogee-net")
-class ApogeeNet(LabelModel):
+class ApogeeNet(TorchModel, LabelModel):
     """APOGEE Net I (``version=1``) and II (``version=2``): Teff, logg, [Fe/H] from raw apStar flux.
 
     Hyperparameters left at None take their version's value (:data:`VERSION_DEFAULTS`).
@@ -803,9 +804,6 @@ class ApogeeNet(LabelModel):
         """A hyperparameter's value, or its version's default when it is None."""
         value = getattr(self, name)
         return VERSION_DEFAULTS[self._version()][name] if value is None else value
-
-    def _torch_device(self) -> torch.device:
-        return choose_device(self.device)
 
     def _scaling(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of the three outputs, in OUTPUT_ORDER."""

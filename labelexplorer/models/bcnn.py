@@ -85,11 +85,12 @@ from ..prediction import LabelPrediction
 from ..preprocess.grid import APOGEE_N_PIXELS, gap_removed_wavelength, n_gap_removed, remove_gaps
 from ..spectra import Spectra
 from .base import LabelModel, dataset_hash, register_model
-from .nn.device import (autocast, choose_device, flush_denormals, forked_rng, memory_budget, precision_agrees,
+from .nn.device import (autocast, flush_denormals, forked_rng, memory_budget, precision_agrees,
                         resolve_precision, rows_per_chunk, run_in_chunks)
 from .nn.layers import (DropoutStreams, MCDropout, StopGrad, apply_max_norm, dropout_disabled, n_parameters,
                         number_dropout_layers, stopgrad_passthrough)
 from .nn.losses import robust_censored_loss
+from .nn.model import TorchModel
 from .nn.training import TrainingSettings, split_indices, train
 from .nn.weights import WEIGHTS_FILE, model_file_errors, read_network, save_network
 
@@ -359,7 +360,7 @@ def _json_float(value: float):
 
 # ============================================================================ the models
 @register_model("bcnn")
-class BCNN(LabelModel):
+class BCNN(TorchModel, LabelModel):
     """Uncensored Bayesian CNN (astroNN ``ApogeeBCNN``): every label from the full spectrum.
 
     Parameters
@@ -480,16 +481,7 @@ class BCNN(LabelModel):
             torch.manual_seed(self.random_state)
             return self._build_network(names, N_PIXELS, windows)
 
-    @property
-    def n_parameters(self) -> int:
-        """Number of trainable parameters of the fitted network."""
-        self._check_fitted("count its parameters")
-        return n_parameters(self.network_)
-
     # ------------------------------------------------------------------ input handling
-    def _torch_device(self) -> torch.device:
-        return choose_device(self.device)
-
     def _model_grid(self, spectra, *, labels: np.ndarray | None = None, names=None) -> Spectra:
         """Spectra on the 7514-pixel grid, continuum-normalised (8575-pixel input is converted)."""
         if not isinstance(spectra, Spectra):

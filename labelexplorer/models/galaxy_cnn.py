@@ -58,8 +58,9 @@ from ..images import ImageSet
 from ..labels import canonical_label
 from ..prediction import LabelPrediction
 from .base import LabelModel, dataset_hash, register_model
-from .nn.device import autocast, choose_device, forked_rng, resolve_precision, run_in_chunks
+from .nn.device import autocast, forked_rng, resolve_precision, run_in_chunks
 from .nn.layers import DropoutStreams, dropout_disabled, n_parameters
+from .nn.model import TorchModel
 from .nn.resnet import ResNetRegressor, load_trunk_weights
 from .nn.training import TrainingSettings, split_indices, train
 from .nn.weights import WEIGHTS_FILE, model_file_errors, read_network, save_network
@@ -201,7 +202,7 @@ def _rmse_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 # ============================================================================ the model
 @register_model("galaxy-cnn")
-class GalaxyCNN(LabelModel):
+class GalaxyCNN(TorchModel, LabelModel):
     """ResNet regression of galaxy labels (12 + log(O/H), stellar mass) from gri images.
 
     Parameters
@@ -355,14 +356,6 @@ class GalaxyCNN(LabelModel):
             torch.manual_seed(self.random_state)
             return ResNetRegressor(int(self.depth), int(self.width), n_labels, int(self.hidden), dropout)
 
-    @property
-    def n_parameters(self) -> int:
-        """Trainable parameters of the fitted network."""
-        self._check_fitted("count its parameters")
-        return n_parameters(self.network_)
-
-    def _torch_device(self) -> torch.device:
-        return choose_device(self.device)
 
     def _precision(self, device: torch.device) -> str:
         return resolve_precision(self.precision, device)
