@@ -327,13 +327,12 @@ def _after_epoch(state: _LoopState, settings: TrainingSettings, val_loss: float,
         if plateau_wait >= settings.lr_patience and settings.schedule == "plateau":
             lr, plateau_wait = max(lr * settings.lr_factor, settings.min_lr), 0
     best_loss, best_epoch, early_wait = state.best_loss, state.best_epoch, state.early_wait
-    if epoch < min(settings.min_epochs, settings.epochs):
-        pass  # not monitored yet: neither a best epoch nor a reason to stop
-    elif monitored < best_loss - settings.min_delta or best_epoch == 0:
-        best_loss, best_epoch, early_wait = monitored, epoch, 0
-        best = module_tensors(module)
-    else:
-        early_wait += 1
+    if epoch >= min(settings.min_epochs, settings.epochs):  # before min_epochs: no best epoch, no stopping
+        if monitored < best_loss - settings.min_delta or best_epoch == 0:
+            best_loss, best_epoch, early_wait = monitored, epoch, 0
+            best = module_tensors(module)
+        else:
+            early_wait += 1
     stop = early_wait >= settings.early_stopping_patience
     new = dataclasses.replace(state, epoch=epoch, step=0, lr=lr, loss_sum=0.0, loss_count=0,
                               plateau_best=plateau_best, plateau_wait=plateau_wait, best_loss=best_loss,
