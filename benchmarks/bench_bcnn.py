@@ -4,13 +4,20 @@ Measured in the same run, on the device the models choose (CUDA if present, else
 
 1. MC-dropout inference of the censored network (22 labels, line-list windows, N passes):
    - batched: the deterministic layers (first convolution, each element's first dense layer)
-     once per spectrum, the stochastic rest over ``N × spectra`` rows in one forward;
+     once per spectrum, the stochastic rest over ``N × spectra`` rows per forward (on a CPU
+     the trunk runs them in cache-sized blocks);
    - naive:   N full forward passes (what a plain ``for _ in range(N): model(x)`` does).
    Both draw the same dropout masks (seeded streams), so their outputs are compared too.
 2. bfloat16 autocast vs float32 for that inference: speed and the largest difference of the
    MC mean in units of the float32 total uncertainty (bfloat16 is only worth it within 0.1 σ).
    The network is first trained briefly on toy spectra so that σ is a learned one.
-3. Training throughput (spectra per second, forward + backward + Adam) of both networks.
+3. On a CPU: the trunk's block size (``SpectrumTrunk.cpu_block_rows``); conv2 → ReLU →
+   MaxPool(4) as one strided block-Toeplitz convolution vs the plain layers; all cores as
+   torch intra-op threads vs one worker thread per core (each with its own chunks).
+4. Training throughput (spectra per second, forward + backward + Adam) of both networks.
+
+Per-CPU-second figures are the ones to compare on a shared machine (wall time there
+mostly measures the other jobs).
 
 Usage::
 
@@ -22,12 +29,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from labelexplorer.labels import ASTRONN_LABELS
-from labelexplorer.models.bcnn import BCNN, CensoredBCNN, mc_samples
+from labelexplorer.models.bcnn import BCNN, CensoredBCNN, SpectrumTrunk, mc_samples
 from labelexplorer.models.nn import DropoutStreams, autocast, choose_device, n_parameters
 from labelexplorer.models.nn.device import flush_denormals
 from labelexplorer.preprocess.grid import gap_removed_wavelength
@@ -68,13 +76,15 @@ def mc_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int, device: tor
     x = torch.as_tensor(model._design(spectra), device=device)
     chunk, rows = model._mc_layout(passes, x.shape[1], device)
 
-    def run(batched: bool, precision: str = "float32", rows_per_forward: int | None = rows):
-        streams = DropoutStreams(0, device)
+    def run(batched: bool, precision: str = "float32", chunks=None):
         outputs = []
         with torch.no_grad(), autocast(device, precision), flush_denormals():
-            for start in range(0, len(x), chunk):
+            streams = DropoutStreams(0, device)
+            for start in chunks or range(0, len(x), chunk):
+                if chunks:  # a worker's chunk: its own streams, any order
+                    streams = DropoutStreams(start, device)
                 value, log_var = mc_samples(network, x[start:start + chunk], passes, streams, batched=batched,
-                                            rows=rows_per_forward)
+                                            rows=rows)
                 outputs.append((value.float().mean(0), value.float().var(0, unbiased=False),
                                 log_var.float().mean(0)))
         if device.type == "cuda":
@@ -82,21 +92,20 @@ def mc_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int, device: tor
         return [torch.cat([o[i] for o in outputs]) for i in range(3)]
 
     n = len(x)
+    rate = lambda wall, cpu: f"{n / wall:8.1f} spectra/s wall, {n / cpu:8.1f} per CPU-second"  # noqa: E731
     fast_wall, fast_cpu, fast = timed(lambda: run(True))
-    whole_wall, whole_cpu, _ = timed(lambda: run(True, rows_per_forward=None), repeat=1)
     naive_wall, naive_cpu, naive = timed(lambda: run(False), repeat=1)
     agree = float((fast[0] - naive[0]).abs().max())
-    print(f"MC inference, {passes} passes, {n} spectra, chunks of {chunk} spectra, <= {rows} rows per forward:")
-    rate = lambda wall, cpu: f"{n / wall:8.1f} spectra/s wall, {n / cpu:8.1f} per CPU-second"  # noqa: E731
-    print(f"  batched, deterministic layers once:     {rate(fast_wall, fast_cpu)}")
-    print(f"  same, all {passes} passes in one forward: {rate(whole_wall, whole_cpu)}")
-    print(f"  naive, {passes} full forwards:            {rate(naive_wall, naive_cpu)}")
+    print(f"MC inference, {passes} passes, {n} spectra, chunks of {chunk} spectra, <= {rows} rows per forward, "
+          f"trunk blocks of {SpectrumTrunk.cpu_block_rows} rows on a CPU:")
+    print(f"  batched, deterministic layers once: {rate(fast_wall, fast_cpu)}")
+    print(f"  naive, {passes} full forwards:        {rate(naive_wall, naive_cpu)}")
     print(f"  speed-up batched/naive: x{naive_wall / fast_wall:.2f} wall, x{naive_cpu / fast_cpu:.2f} CPU; "
           f"same masks -> max |difference| of the means {agree:.2e} (standardised units)")
-    cores = torch.get_num_threads() if device.type == "cpu" else 1
-    projected = 100_000 / (n / fast_cpu * cores) * 100 / passes
-    print(f"  the paper's job, 100,000 stars x 100 passes: {projected:,.0f} s at this CPU rate on {cores} "
-          f"thread(s) (paper: 300 s on a GPU)")
+    projected = 100_000 / (n / fast_cpu) * 100 / passes
+    cores = _cores() if device.type == "cpu" else 1
+    print(f"  the paper's job, 100,000 stars x 100 passes at this rate per CPU-second: {projected:,.0f} s on one "
+          f"core, {projected / cores:,.0f} s on {cores} cores as independent workers (paper: 300 s on a GPU)")
     bf16_wall, bf16_cpu, reduced = timed(lambda: run(True, "bfloat16"))
     sigma = torch.sqrt(fast[1] + torch.exp(fast[2]))
     worst = (reduced[0] - fast[0]).abs() / sigma
@@ -104,6 +113,66 @@ def mc_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int, device: tor
     print(f"bfloat16 autocast: {rate(bf16_wall, bf16_cpu)} (x{fast_wall / bf16_wall:.2f} wall, "
           f"x{fast_cpu / bf16_cpu:.2f} CPU vs float32); max |mean_bf16 - mean_fp32| / sigma_total = "
           f"{float(worst.max()):.3f} (median {float(worst.median()):.4f}): {verdict} 0.1 sigma")
+    if device.type == "cpu":
+        block_benchmark(run, n)
+        layer_benchmark(network.trunk, network.trunk.stem(x[:chunk]))
+        parallel_benchmark(run, n, chunk)
+
+
+def block_benchmark(run, n: int) -> None:
+    """Float32 MC inference for several sizes of the trunk's CPU blocks (``SpectrumTrunk.cpu_block_rows``)."""
+    default = SpectrumTrunk.cpu_block_rows
+    figures = []
+    try:
+        for block in (32, 64, 128, 256, 1 << 30):
+            SpectrumTrunk.cpu_block_rows = block
+            _, cpu, _ = timed(lambda: run(True), repeat=1)
+            figures.append(f"{'one block' if block == 1 << 30 else block}: {n / cpu:.1f}")
+    finally:
+        SpectrumTrunk.cpu_block_rows = default
+    print(f"  spectra per CPU-second by trunk block rows (default {default}): {', '.join(figures)}")
+
+
+def layer_benchmark(trunk: SpectrumTrunk, stem: torch.Tensor) -> None:
+    """conv2 -> ReLU -> MaxPool(4) on one block of rows: strided Toeplitz convolution vs the plain layers."""
+    h = torch.relu(stem.repeat(max(1, SpectrumTrunk.cpu_block_rows // len(stem)), 1, 1))
+
+    def plain():
+        out = torch.relu(trunk.conv2(torch.nn.functional.pad(h, (3, 4))))
+        return torch.nn.functional.max_pool1d(out, 4).flatten(1)
+
+    with torch.no_grad():
+        fast_wall, fast_cpu, fast = timed(lambda: trunk.conv_relu_pool(h), repeat=20)
+        plain_wall, plain_cpu, reference = timed(plain, repeat=20)
+    print(f"  conv2+ReLU+MaxPool on {len(h)} rows: strided Toeplitz {fast_cpu * 1e6 / len(h):.1f} us/row, "
+          f"conv1d+max_pool1d {plain_cpu * 1e6 / len(h):.1f} us/row (CPU time, x{plain_cpu / fast_cpu:.2f}); "
+          f"max |difference| {float((fast - reference).abs().max()):.1e}")
+
+
+def parallel_benchmark(run, n: int, chunk: int) -> None:
+    """All cores as torch intra-op threads vs one worker thread (1 intra-op thread) per core."""
+    cores = _cores()
+    if cores < 2:
+        return
+    threads = torch.get_num_threads()
+    starts = list(range(0, n, chunk))
+    try:
+        torch.set_num_threads(cores)
+        intra_wall, intra_cpu, _ = timed(lambda: run(True), repeat=1)
+        torch.set_num_threads(1)
+        with ThreadPoolExecutor(cores) as pool:
+            workers = lambda: list(pool.map(lambda start: run(True, chunks=[start]), starts))  # noqa: E731
+            worker_wall, worker_cpu, _ = timed(workers, repeat=1)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"  {cores} cores: {cores} intra-op threads {n / intra_wall:.1f} spectra/s wall "
+          f"({n / intra_cpu:.1f} per CPU-second); {cores} worker threads with 1 intra-op thread each "
+          f"{n / worker_wall:.1f} spectra/s wall ({n / worker_cpu:.1f} per CPU-second); load average "
+          f"{os.getloadavg()[0]:.1f}")
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def training_benchmark(spectra: Spectra, labels: dict, epochs: int) -> None:

@@ -11,6 +11,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+# re-exported: the calibration is fitted by the models (which may not import analysis)
+from ..models.calibration import uncertainty_scale
+
 __all__ = ["sigma_mad", "nmad", "rmse", "bias", "outlier_fraction", "calibration_ratio", "uncertainty_scale", "summarize"]
 
 _MAD_TO_SIGMA = 1.4826  # 1 / Phi^-1(3/4): makes the MAD a consistent estimator of a Gaussian sigma
@@ -103,51 +106,6 @@ def calibration_ratio(prediction, truth, std) -> float:
     z = (np.asarray(prediction, float) - np.asarray(truth, float)) / np.asarray(std, float)
     z = _finite(z)
     return float(np.std(z)) if z.size > 1 else float("nan")
-
-
-def uncertainty_scale(residual, std, known_std=None, *, clip: float = 5.0,
-                      bounds: tuple[float, float] = (0.05, 20.0)) -> float:
-    """Factor ``k`` that makes ``residual / sqrt((k·std)² + known_std²)`` unit variance.
-
-    Recalibrates a method's uncertainty on held-out data whose reference values carry
-    known errors of their own (*known_std*, e.g. pipeline labels): the known part is not
-    scaled, so ``k·std`` estimates the method's own error against the truth. Normalised
-    residuals beyond *clip* σ are clipped (a few catastrophic outliers must not inflate
-    every uncertainty); the target is the clipped second moment of a standard normal,
-    so an honest Gaussian gives ``k = 1``. The result is limited to *bounds*; NaN when
-    fewer than 10 finite entries remain.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(1)
-    >>> truth_error = rng.normal(0, 0.1, 50000)      # the method's real error: 0.1
-    >>> label_noise = rng.normal(0, 0.05, 50000)     # the reference's known error: 0.05
-    >>> k = uncertainty_scale(truth_error - label_noise, np.full(50000, 0.2), np.full(50000, 0.05))
-    >>> round(k, 1)                                  # quoted 0.2, so halve it
-    0.5
-    """
-    from scipy.optimize import brentq
-    from scipy.stats import norm
-
-    residual2 = np.asarray(residual, float) ** 2
-    std2 = np.broadcast_to(np.asarray(std, float) ** 2, residual2.shape)
-    known2 = np.zeros_like(residual2) if known_std is None else np.broadcast_to(
-        np.nan_to_num(np.asarray(known_std, float), nan=0.0) ** 2, residual2.shape)
-    good = np.isfinite(residual2) & np.isfinite(std2) & (std2 > 0)
-    if good.sum() < 10:
-        return float("nan")
-    residual2, std2, known2 = residual2[good], std2[good], known2[good]
-    target = 2 * norm.cdf(clip) - 1 - 2 * clip * norm.pdf(clip) + 2 * clip ** 2 * norm.sf(clip)
-
-    def excess(k: float) -> float:  # decreases with k
-        return float(np.mean(np.minimum(residual2 / (k * k * std2 + known2), clip ** 2))) - target
-
-    low, high = bounds
-    if excess(low) <= 0:
-        return float(low)
-    if excess(high) >= 0:
-        return float(high)
-    return float(brentq(excess, low, high, xtol=1e-4))
 
 
 def summarize(prediction: Mapping[str, np.ndarray] | np.ndarray, truth: Mapping[str, np.ndarray] | np.ndarray,

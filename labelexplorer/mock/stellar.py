@@ -16,7 +16,15 @@ Mészáros et al.):
   7000–50,000 K); giants dominate, as in APOGEE;
 - field chemistry from three components: a low-α thin disc (``[α/Fe] ≈ -0.12 [Fe/H]``),
   a high-α thick disc with a plateau ``[α/Fe] = 0.28`` below the knee at
-  ``[Fe/H] = -0.6`` and a decline above it, and a small α-rich halo;
+  ``[Fe/H] = -0.6`` and a decline above it, and a small halo, 70 % of it accreted
+  (Gaia-Enceladus-like: ``[α/Fe] ≈ 0.15``, ``[Al/Fe] ≈ -0.25``) and the rest α-rich
+  like the thick disc; about 3 % of the metal-poor field giants are globular-cluster
+  escapees with the second-generation pattern (N- and Al-rich, Mg- and O-poor; Schiavon
+  et al. 2017). These come from their own random stream (``SUBSTRUCTURE_STREAM``). The
+  real DR12 labels of stars below ``[Fe/H] = -1`` have ``[Al/Fe]`` percentiles 2/16/50/84/98
+  of -0.39/-0.25/-0.13/+0.12/+0.64 and little Al–Mg correlation (r = 0.19); the mock's
+  metal-poor field giants give -0.46/-0.31/-0.13/+0.27/+0.58 and r = 0.03 (a network
+  trained on the disc's Al–Mg correlation alone would never see such stars);
 - ``[X/Fe]`` for every ASPCAP element from ``offset + a_X [α/Fe] + b_X [Fe/H]`` plus an
   intrinsic scatter (:data:`ELEMENT_TRENDS`: α elements follow α, Mn and Cu rise with
   Fe, s-process elements anti-correlate with α), and the first dredge-up on the giant
@@ -70,6 +78,15 @@ BLOCK_SIZE = 1000
 POPULATION_STREAM = 1
 """Second entry of every population block's seed sequence (spectra use ``[seed, index]``)."""
 
+SUBSTRUCTURE_STREAM = 2
+"""Second entry of the seed sequence of a block's halo substructure (accreted stars, escapees)."""
+
+ACCRETED_FRACTION = 0.7
+"""Fraction of the field halo that was accreted (Gaia-Enceladus-like chemistry)."""
+
+ESCAPEE_FRACTION = 0.03
+"""Fraction of metal-poor ([Fe/H] < -0.8) field giants born in globular clusters (second generation)."""
+
 STAR_CLASSES = ("red_giant", "red_clump", "dwarf", "m_dwarf", "yso", "hot")
 
 X_FE_ELEMENTS = tuple(e for e in ASPCAP_ELEMENTS if e != "Fe")
@@ -83,7 +100,7 @@ LABEL_NAMES = ("TEFF", "LOGG", "FE_H", "M_H", "ALPHA_M", *X_FE_LABELS)
 ELEMENT_TRENDS = {
     "C": (0.00, 0.30, 0.00, 0.04), "CI": (0.02, 0.30, 0.00, 0.05), "N": (0.00, 0.00, 0.00, 0.05),
     "O": (0.00, 0.90, 0.00, 0.03), "Na": (0.02, 0.20, 0.05, 0.06), "Mg": (0.00, 1.00, 0.00, 0.02),
-    "Al": (0.03, 0.70, 0.00, 0.04), "Si": (0.00, 0.75, 0.00, 0.02), "P": (0.05, 0.60, 0.00, 0.08),
+    "Al": (0.03, 0.70, 0.00, 0.07), "Si": (0.00, 0.75, 0.00, 0.02), "P": (0.05, 0.60, 0.00, 0.08),
     "S": (0.00, 0.85, 0.00, 0.04), "K": (0.00, 0.50, 0.00, 0.04), "Ca": (0.00, 0.65, 0.00, 0.02),
     "Ti": (0.00, 0.80, 0.00, 0.03), "TiII": (0.03, 0.70, 0.00, 0.05), "V": (0.00, 0.30, 0.00, 0.05),
     "Cr": (0.00, 0.00, 0.00, 0.02), "Mn": (0.00, -0.40, 0.20, 0.03), "Co": (0.00, 0.30, 0.00, 0.04),
@@ -278,10 +295,13 @@ def _block(seed: int, block: int) -> pd.DataFrame:
         _cluster_members(rng, facts, members, feh, alpha, teff, logg, mass, star_class)
         component[members] = facts["kind"] + "_cluster"
     component[kind == "yso"] = "young"
+    substructure = np.random.default_rng([int(seed), SUBSTRUCTURE_STREAM, block])
+    accreted = _accrete(substructure, component, alpha)
     stars.update(STAR_CLASS=star_class, POPULATION=component, MASS=mass)
 
     abundances = _abundances(rng, feh, alpha, logg, mass, star_class, cluster)
     _second_generation(rng, cluster == "M13", abundances)
+    _halo_abundances(substructure, accreted, _escapees(substructure, component, star_class, feh), abundances)
     m_h = feh + np.log10(0.638 * 10.0 ** alpha + 0.362)
     truth = {"TEFF": teff, "LOGG": logg, "FE_H": feh, "M_H": m_h, "ALPHA_M": alpha - (m_h - feh),
              "VMICRO": _vmicro(logg, teff), "VSINI": _vsini(rng, star_class, teff)}
@@ -347,12 +367,43 @@ def _abundances(rng, feh, alpha, logg, mass, star_class, cluster) -> dict[str, n
     return out
 
 
-def _second_generation(rng, members, abundances) -> None:
-    """Globular-cluster multiple populations: Mg–Al and Na–O anticorrelations, N–C."""
+def _accrete(rng, component, alpha) -> np.ndarray:
+    """Mark ``ACCRETED_FRACTION`` of the halo as accreted (in place) and lower its α; returns the mask.
+
+    Gaia-Enceladus stars sit ~0.15 dex below the in-situ α plateau at [Fe/H] ≈ -1.4
+    (Hayes et al. 2018; Helmi et al. 2018).
+    """
+    n = component.size
+    accreted = (component == "halo") & (rng.random(n) < ACCRETED_FRACTION)
+    alpha[accreted] = (0.15 + rng.normal(0, 0.05, n))[accreted]
+    component[accreted] = "accreted_halo"
+    return accreted
+
+
+def _escapees(rng, component, star_class, feh) -> np.ndarray:
+    """Metal-poor field giants that escaped from globular clusters (``ESCAPEE_FRACTION`` of them)."""
+    metal_poor_giant = (np.isin(component, ["halo", "accreted_halo", "thick_disc"])
+                        & np.isin(star_class, ["red_giant", "red_clump"]) & (feh < -0.8))
+    return metal_poor_giant & (rng.random(component.size) < ESCAPEE_FRACTION)
+
+
+def _halo_abundances(rng, accreted, escapees, abundances) -> None:
+    """Low, uncorrelated Al in accreted stars; the second-generation pattern in escapees (in place)."""
+    low_al = -0.25 + rng.normal(0, 0.10, accreted.size)
+    abundances["AL_FE"][accreted] = low_al[accreted]
+    _second_generation(rng, escapees, abundances, first_fraction=0.0)
+
+
+def _second_generation(rng, members, abundances, first_fraction: float = 0.3) -> None:
+    """Globular-cluster multiple populations: Mg–Al and Na–O anticorrelations, N–C.
+
+    A fraction *first_fraction* of *members* keeps nearly the birth pattern (``p`` < 0.12);
+    the rest is second generation (``p`` from 0.3 to 1).
+    """
     n = int(members.sum())
     if not n:
         return
-    first = rng.random(n) < 0.3
+    first = rng.random(n) < first_fraction
     p = np.where(first, rng.uniform(0.0, 0.12, n), rng.uniform(0.3, 1.0, n))
     shifts = {"AL_FE": -0.30 + 1.45 * p, "MG_FE": -0.05 - 0.50 * p ** 2, "N_FE": 0.60 * p,
               "C_FE": -0.35 * p, "CI_FE": -0.35 * p, "O_FE": -0.50 * p, "NA_FE": 0.55 * p,

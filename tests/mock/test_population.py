@@ -95,6 +95,38 @@ def test_globular_cluster_has_the_mg_al_anticorrelation(stars):
     assert m13["TRUE_FE_H"].std() < 0.02  # iron stays homogeneous
 
 
+@pytest.fixture(scope="module")
+def metal_poor_field_giants() -> pd.DataFrame:
+    stars = population(40_000, seed=0)
+    giants = stars[(stars["CLUSTER"] == "") & stars["STAR_CLASS"].isin(["red_giant", "red_clump"])]
+    return giants[(giants["TRUE_FE_H"] < -1.0) & (giants["AL_FE"] > MISSING) & (giants["MG_FE"] > MISSING)]
+
+
+def test_metal_poor_field_al_matches_the_real_dr12_labels(metal_poor_field_giants, real_data):
+    real = pd.read_csv(real_data / "catalogs" / "apogee_dr12_labels.csv")
+    real = real[(real["FE_H"] > -1e3) & (real["FE_H"] < -1.0) & (real["AL_H"] > -1e3) & (real["MG_H"] > -1e3)]
+    real_al, real_mg = real["AL_H"] - real["FE_H"], real["MG_H"] - real["FE_H"]
+    mock_al, mock_mg = metal_poor_field_giants["AL_FE"], metal_poor_field_giants["MG_FE"]
+    assert len(real) > 100 and len(metal_poor_field_giants) > 300
+    # the same median and wide range, and almost no Al-Mg correlation (the disc's is strong)
+    assert abs(mock_al.median() - real_al.median()) < 0.08
+    assert np.percentile(mock_al, 98) - np.percentile(mock_al, 2) > 0.8
+    assert np.percentile(real_al, 98) - np.percentile(real_al, 2) > 0.8
+    assert abs(np.corrcoef(mock_al, mock_mg)[0, 1]) < 0.35 and abs(np.corrcoef(real_al, real_mg)[0, 1]) < 0.35
+
+
+def test_halo_has_accreted_stars_and_cluster_escapees(metal_poor_field_giants):
+    halo = metal_poor_field_giants
+    accreted, in_situ = halo[halo["POPULATION"] == "accreted_halo"], halo[halo["POPULATION"] == "halo"]
+    assert len(accreted) > 1.5 * len(in_situ) > 0
+    # accreted: lower alpha and low Al against the in-situ, thick-disc-like halo
+    assert accreted["TRUE_MG_FE"].median() < in_situ["TRUE_MG_FE"].median() - 0.1
+    assert accreted["TRUE_AL_FE"].median() < in_situ["TRUE_AL_FE"].median() - 0.3
+    # escapees: Al- and N-rich, Mg-poor (a few per cent of the metal-poor giants)
+    escapees = halo[(halo["TRUE_AL_FE"] > 0.6) & (halo["TRUE_N_FE"] > 0.4)]
+    assert 0.005 < len(escapees) / len(halo) < 0.05
+    assert escapees["TRUE_MG_FE"].median() < in_situ["TRUE_MG_FE"].median()
+
 def test_photometry_is_finite_and_ordered(stars):
     for band in ("J", "H", "K"):
         assert np.isfinite(stars[band]).all()

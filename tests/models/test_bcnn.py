@@ -13,6 +13,7 @@ from labelexplorer.exceptions import FileFormatError, LabelError, ShapeError
 from labelexplorer.labels import ASTRONN_LABELS
 from labelexplorer.models.bcnn import BCNN, BCNNNetwork, CensoredBCNN, CensoredBCNNNetwork, mc_samples
 from labelexplorer.models.nn import DropoutStreams, n_parameters, stopgrad_passthrough
+from labelexplorer.models.nn.device import native_cpu_bfloat16
 from labelexplorer.preprocess.grid import APOGEE_N_PIXELS, chip_slices, gap_removed_wavelength, remove_gaps
 
 WAVELENGTH = gap_removed_wavelength()
@@ -165,6 +166,10 @@ def test_validation_calibration_brings_uncertainties_to_the_true_scatter(censore
         raw = calibrated * k  # the same residuals over the uncalibrated total std
         assert 0.65 < calibrated < 1.5, f"{name}: {calibrated:.2f}"
         assert abs(np.log(calibrated)) < abs(np.log(raw)), f"{name}: raw {raw:.2f}, calibrated {calibrated:.2f}"
+    # each factor carries its bootstrap error: positive, and small against the factor itself
+    spread = censored.uncertainty_scale_spread_
+    assert spread.shape == censored.uncertainty_scale_.shape
+    assert (spread > 0).all() and (spread < 0.5 * censored.uncertainty_scale_).all()
 
 
 def test_element_sensitivity_sits_in_its_window(censored, held_out):
@@ -195,14 +200,20 @@ def test_predictions_are_reproducible_for_a_seed(censored, held_out):
 
 def test_bfloat16_inference_stays_close_to_float32(censored, held_out):
     spectra, _ = held_out
-    reference = censored.predict(spectra[:8])
-    censored.set_params(precision="bfloat16")
+    predictions = {}
     try:
-        reduced = censored.predict(spectra[:8])
+        for precision in ("float32", "bfloat16", "auto"):
+            censored.set_params(precision=precision)
+            predictions[precision] = censored.predict(spectra[:8])
     finally:
         censored.set_params(precision="auto")
+    reference, reduced, auto = predictions["float32"], predictions["bfloat16"], predictions["auto"]
     assert reduced.meta["precision"] == "bfloat16" and reference.meta["precision"] == "float32"
     assert (np.abs(reduced.mean - reference.mean) / reference.total_std).max() < 0.5
+    # "auto" takes bfloat16 only on hardware that has it, and only within 0.1 sigma of float32
+    assert auto.meta["precision"] in (("bfloat16", "float32") if native_cpu_bfloat16() else ("float32",))
+    if auto.meta["precision"] == "bfloat16":
+        assert (np.abs(auto.mean - reference.mean) / reference.total_std).max() < 0.1
 
 
 def test_flags_mark_low_snr_and_stars_unlike_the_training_set(censored, held_out):
@@ -237,6 +248,7 @@ def test_save_and_load_restore_the_model_without_external_files(tmp_path, held_o
     np.testing.assert_array_equal(after.mean, before.mean)
     np.testing.assert_array_equal(after.total_std, before.total_std)
     np.testing.assert_array_equal(after.flags["outside_training_set"], before.flags["outside_training_set"])
+    np.testing.assert_array_equal(loaded.uncertainty_scale_spread_, model.uncertainty_scale_spread_)
     few = held_out[0][:2]
     np.testing.assert_array_equal(loaded.sensitivity(few, "AL_H"), model.sensitivity(few, "AL_H"))
 

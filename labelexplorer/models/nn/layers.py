@@ -99,34 +99,34 @@ class MCDropout(nn.Module):
         return f"rate={self.rate}, stream={self.stream}"
 
     def forward(self, x: torch.Tensor, streams: DropoutStreams | None = None, repeats: int = 1) -> torch.Tensor:
-        if repeats > 1:
-            # pass-major copies: (b, ...) -> (repeats * b, ...)
-            x = x.unsqueeze(0).expand(repeats, *x.shape)
-        if not self.enabled or self.rate == 0.0:
-            out = x
-        elif streams is None:
-            out = nn.functional.dropout(x, self.rate, training=True)
-        else:
-            keep, kept_fraction = keep_mask(x.shape, self.rate, streams.generator(self.stream), x.device,
-                                            blocks=repeats)
-            # scale before the (broadcast) copies: b rows instead of repeats * b
-            scaled = (x[:1] if repeats > 1 else x) * (1.0 / kept_fraction)
-            out = scaled * keep.to(x.dtype)
-        return out.reshape(-1, *out.shape[2:]) if repeats > 1 else out
+        if streams is None or not self.enabled or self.rate == 0.0:
+            if repeats > 1:  # pass-major copies: (b, ...) -> (repeats * b, ...)
+                x = x.unsqueeze(0).expand(repeats, *x.shape).reshape(-1, *x.shape[1:])
+            if not self.enabled or self.rate == 0.0:
+                return x
+            return nn.functional.dropout(x, self.rate, training=True)
+        keep, kept_fraction = keep_mask((repeats, *x.shape), self.rate, streams.generator(self.stream), x.device,
+                                        blocks=repeats, dtype=x.dtype)
+        # scale the b input rows, not the repeats * b output rows; the fresh mask becomes the
+        # output (broadcast over the passes, no copies of x), unless autograd needs the mask
+        scaled = x * (1.0 / kept_fraction)
+        out = keep * scaled if torch.is_grad_enabled() and x.requires_grad else keep.mul_(scaled)
+        return out.view(-1, *x.shape[1:])
 
 
-def keep_mask(shape, rate: float, generator: torch.Generator, device, *,
-              blocks: int = 1) -> tuple[torch.Tensor, float]:
-    """Keep-mask of *shape* (float32 ones and zeros) with drop probability *rate*, and the kept fraction.
+def keep_mask(shape, rate: float, generator: torch.Generator, device, *, blocks: int = 1,
+              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, float]:
+    """Keep-mask of *shape* (ones and zeros of *dtype*) with drop probability *rate*, and the kept fraction.
 
-    Each element costs 16 random bits (four per 64-bit draw of *generator*), and the
-    mask is made with float arithmetic: together about ten times cheaper than one
-    uniform float per element compared into a boolean (the mask used to cost a fifth of
-    the MC inference time). The rate is quantised to a multiple of 1/65536 (0.3 →
-    0.300003); the kept fraction returned is the exact one, to rescale the kept units
-    without bias. With *blocks* > 1 the leading dimension is split into that many equal
-    blocks drawn one after the other as separate calls would draw them, so one call for
-    all MC passes gives the same masks as one call per pass.
+    Each element costs 16 random bits (four per 64-bit draw of *generator*), compared
+    into the mask in one pass: 1.2 ns per element on one Zen 4 core, three times cheaper
+    than a uniform float per element compared and converted, eight times cheaper than
+    ``bernoulli_`` (random bits are still a sixth of the MC inference time). The rate
+    is quantised to a multiple of 1/65536 (0.3 → 0.300003); the kept fraction returned
+    is the exact one, to rescale the kept units without bias. With *blocks* > 1 the
+    leading dimension is split into that many equal blocks drawn one after the other as
+    separate calls would draw them, so one call for all MC passes gives the same masks
+    as one call per pass.
 
     Examples
     --------
@@ -136,12 +136,13 @@ def keep_mask(shape, rate: float, generator: torch.Generator, device, *,
     """
     dropped = round(rate * 65536)
     n = math.prod(shape) // blocks
-    words = torch.randint(-2 ** 63, 2 ** 63 - 1, (blocks, (n + 3) // 4), dtype=torch.int64, generator=generator,
-                          device=device)
-    # 16-bit values, uniform on the integers -32768 ... 32767: keep the top 65536 - dropped;
-    # on integers, clamp(v - (threshold - 1), 0, 1) is exactly 1 above the threshold and 0 below
-    values = words.view(torch.int16)[:, :n].to(torch.float32)
-    keep = values.sub_(dropped - 32768 - 1).clamp_(0.0, 1.0)
+    words = torch.empty((blocks, (n + 3) // 4), dtype=torch.int64, device=device)
+    # the full 64-bit range is drawn without randint's modulo (a fifth faster); flipping the
+    # top bit gives the words randint(-2**63, 2**63 - 1) draws from the same generator state
+    words.random_(-2 ** 63, None, generator=generator).bitwise_xor_(-2 ** 63)
+    # 16-bit values, uniform on the integers -32768 ... 32767: keep the top 65536 - dropped
+    keep = torch.empty((blocks, n), dtype=dtype, device=device)
+    torch.ge(words.view(torch.int16)[:, :n], dropped - 32768, out=keep)
     return keep.view(shape), 1.0 - dropped / 65536
 
 
