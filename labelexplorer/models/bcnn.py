@@ -41,9 +41,12 @@ run once per spectrum and only the stochastic rest is repeated, batched over pas
 (:func:`mc_samples`: groups of passes × spectra rows, small blocks that stay in cache on
 a CPU, tens of thousands of rows on a GPU). Mean = mean over passes; model variance =
 variance over passes; predictive variance = exp(mean over passes of the log-variance
-output). Masks come from one seeded generator per dropout layer (``random_state``), so
-predictions are reproducible at a given ``mc_batch_size`` (the chunking decides which
-random numbers a spectrum gets; with an automatic batch size, on the same machine).
+output). Masks come from one seeded generator per dropout layer and chunk of spectra
+(``random_state`` and the chunk's first row), so predictions are reproducible at a given
+``mc_batch_size`` whatever the number of threads (the chunking decides which random
+numbers a spectrum gets; with an automatic batch size, on the same machine). On a CPU the
+chunks run in one thread per core, each with one torch thread (×1.8 on 2 cores over two
+intra-op threads).
 
 Calibration (our addition to the paper's recipe, on by default): the predictive
 variance is learned against the training labels *with dropout on*, so it already
@@ -693,39 +696,37 @@ class BCNN(TorchModel, LabelModel):
         return rows_per_chunk(bytes_per_spectrum, device, maximum=max(1, rows)), rows
 
     def _mc_moments(self, x: np.ndarray, passes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """Standardised MC mean, model variance, mean log-variance (each (n, L)) and the precision used."""
+        """Standardised MC mean, model variance, mean log-variance (each (n, L)) and the precision used.
+
+        Each chunk of spectra draws its masks from its own streams (``part`` = first row),
+        so the chunks may run in any order: on a CPU in one thread per core.
+        """
         device = self._torch_device()
         network = self.network_.to(device).eval()
-        precision = resolve_precision(self.precision, device, checked=True)  # checked on the first chunk below
-        streams = DropoutStreams(self.random_state, device)
-        check_bf16 = self.precision == "auto" and precision == "bfloat16"
-
+        precision = resolve_precision(self.precision, device, checked=True)
         chunk, rows_per_forward = self._mc_layout(passes, x.shape[1], device)
 
-        def moments(rows: slice, use_streams, use_precision):
+        def moments(rows: slice, use_precision: str) -> list[np.ndarray]:
             xb = torch.as_tensor(x[rows], device=device)
+            streams = DropoutStreams(self.random_state, device, part=rows.start)
             with torch.no_grad(), autocast(device, use_precision), flush_denormals():
-                value, log_var = mc_samples(network, xb, passes, use_streams, rows=rows_per_forward)
+                value, log_var = mc_samples(network, xb, passes, streams, rows=rows_per_forward)
             value, log_var = value.float(), log_var.float()
-            return value.mean(0), value.var(0, unbiased=False), log_var.mean(0)
+            return [t.cpu().numpy() for t in (value.mean(0), value.var(0, unbiased=False), log_var.mean(0))]
 
-        def run(rows: slice):
-            nonlocal streams, precision, check_bf16
-            if not check_bf16:
-                return [t.cpu().numpy() for t in moments(rows, streams, precision)]
-            # bfloat16 only if it reproduces float32 within 0.1 sigma on this first chunk
-            check_bf16 = False
-            trial_streams = DropoutStreams(self.random_state, device)
-            trial = moments(rows, trial_streams, "bfloat16")
-            reference = moments(rows, streams, "float32")
-            scale = torch.sqrt(reference[1] + torch.exp(reference[2]))
-            if precision_agrees(trial[0], reference[0], scale):
-                streams = trial_streams
-                return [t.cpu().numpy() for t in trial]
-            precision = "float32"
-            return [t.cpu().numpy() for t in reference]
-
-        parts = run_in_chunks(run, len(x), chunk)
+        parts = []
+        if self.precision == "auto" and precision == "bfloat16":
+            # bfloat16 only if it reproduces float32 within 0.1 sigma on the first chunk
+            first = slice(0, min(chunk, len(x)))
+            trial, reference = moments(first, "bfloat16"), moments(first, "float32")
+            scale = torch.sqrt(torch.as_tensor(reference[1] + np.exp(reference[2])))
+            agrees = precision_agrees(torch.as_tensor(trial[0]), torch.as_tensor(reference[0]), scale)
+            precision = "bfloat16" if agrees else "float32"
+            parts.append(trial if agrees else reference)
+        done = sum(len(part[0]) for part in parts)
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
+        parts += run_in_chunks(lambda rows: moments(slice(rows.start + done, rows.stop + done), precision),
+                               len(x) - done, chunk, workers=workers)
         mean, model_var, log_var = (np.concatenate([p[i] for p in parts]).astype(np.float64) for i in range(3))
         return mean, model_var, log_var, precision
 

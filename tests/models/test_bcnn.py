@@ -198,6 +198,28 @@ def test_predictions_are_reproducible_for_a_seed(censored, held_out):
     assert np.abs(first.mean - other.mean).max(axis=0)[1] < 3 * first.total_std[:, 1].max()  # same answer
 
 
+def test_chunks_in_threads_give_the_same_predictions_as_one_thread(censored, held_out):
+    spectra, _ = held_out
+    threads = torch.get_num_threads()
+    censored.set_params(mc_batch_size=3, precision="float32")
+    try:
+        torch.set_num_threads(1)
+        alone = censored.predict(spectra[:10])
+        torch.set_num_threads(2)
+        threaded = censored.predict(spectra[:10])
+        first_chunk = censored.predict(spectra[:3])
+        repeated = censored.predict(spectra[[0, 1, 2, 0, 1, 2]])
+    finally:
+        torch.set_num_threads(threads)
+        censored.set_params(mc_batch_size=None, precision="auto")
+    np.testing.assert_array_equal(threaded.mean, alone.mean)
+    np.testing.assert_array_equal(threaded.total_std, alone.total_std)
+    np.testing.assert_array_equal(first_chunk.mean, alone.mean[:3])
+    # each chunk has its own masks: the same spectra in the second chunk get another MC draw
+    assert not np.array_equal(repeated.mean[:3], repeated.mean[3:])
+    assert np.abs(repeated.mean[:3] - repeated.mean[3:]).max(axis=0)[1] < 3 * repeated.total_std[:, 1].max()
+
+
 def test_bfloat16_inference_stays_close_to_float32(censored, held_out):
     spectra, _ = held_out
     predictions = {}

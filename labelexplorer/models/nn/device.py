@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -233,6 +234,17 @@ def rows_per_chunk(bytes_per_row: int, device: torch.device, *, maximum: int, fr
     return int(max(1, min(maximum, memory_budget(device, fraction) // max(int(bytes_per_row), 1))))
 
 
+def _threaded_chunks(function: Callable[[slice], object], n_rows: int, chunk: int, workers: int) -> list:
+    slices = [slice(start, min(n_rows, start + chunk)) for start in range(0, n_rows, chunk)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labelexplorer-chunk") as pool:
+            return list(pool.map(function, slices))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA out-of-memory errors and failed CPU allocations.
 
@@ -247,16 +259,24 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def run_in_chunks(function: Callable[[slice], object], n_rows: int, chunk: int) -> list:
+def run_in_chunks(function: Callable[[slice], object], n_rows: int, chunk: int, *, workers: int = 1) -> list:
     """Call ``function(rows)`` over consecutive slices of *chunk* rows, halving on out-of-memory.
 
-    Returns the list of results in order.
+    Returns the list of results in order. With *workers* > 1 the chunks run in that many
+    threads with one torch intra-op thread each (out-of-memory is then not retried): for
+    small matrices this beats intra-op threads, whose OpenMP barriers cost more than
+    they gain (``bcnn`` inference on 2 cores: ×1.8, benchmarks/bench_bcnn.py). *function*
+    must then not depend on the order of the calls.
 
     Examples
     --------
     >>> run_in_chunks(lambda rows: rows.stop - rows.start, 10, 4)
     [4, 4, 2]
+    >>> run_in_chunks(lambda rows: rows.start, 10, 4, workers=2)
+    [0, 4, 8]
     """
+    if workers > 1 and n_rows > chunk:
+        return _threaded_chunks(function, n_rows, chunk, workers)
     results: list = []
     start = 0
     while start < n_rows:

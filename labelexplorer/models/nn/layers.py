@@ -40,23 +40,31 @@ class DropoutStreams:
         Base seed; layer ``i`` uses a generator seeded from ``(seed, i)``.
     device : torch.device or str
         Where the masks are drawn.
+    part : int
+        Independent streams for the parts of a job that may run in any order or in
+        parallel (chunks of spectra): part ``k > 0`` seeds from ``(seed, i, k)``; part 0
+        is the plain ``(seed, i)``.
 
     Examples
     --------
     >>> a = DropoutStreams(3).generator(0).initial_seed()
     >>> a == DropoutStreams(3).generator(0).initial_seed() != DropoutStreams(3).generator(1).initial_seed()
     True
+    >>> a != DropoutStreams(3, part=1).generator(0).initial_seed()
+    True
     """
 
-    def __init__(self, seed: int, device="cpu"):
+    def __init__(self, seed: int, device="cpu", part: int = 0):
         self.seed = int(seed)
+        self.part = int(part)
         self.device = torch.device(device)
         self._generators: dict[int, torch.Generator] = {}
 
     def generator(self, layer: int) -> torch.Generator:
         """The generator of dropout layer *layer* (created on first use)."""
         if layer not in self._generators:
-            state = np.random.SeedSequence([self.seed, int(layer)]).generate_state(1, dtype=np.uint64)[0]
+            entropy = [self.seed, int(layer)] + ([self.part] if self.part else [])
+            state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
             generator = torch.Generator(device=self.device)
             generator.manual_seed(int(state >> np.uint64(1)))
             self._generators[layer] = generator
