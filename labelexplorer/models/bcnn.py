@@ -52,12 +52,14 @@ Calibration (our addition to the paper's recipe, on by default): the predictive
 variance is learned against the training labels *with dropout on*, so it already
 contains the dropout scatter that the MC model variance adds again, and the total comes
 out too large (about 2× on the mock universe, where the truth is known). After training,
-one factor per label rescales both parts so that on the validation spectra
-``(prediction − label) / sqrt((k·total)² + σ_known²)`` has unit variance
-(:func:`labelexplorer.models.calibration.uncertainty_scale`); the known label errors are
-left unscaled, so ``k·total`` estimates the error against the truth. The factors are
-``uncertainty_scale_`` and are saved with the model; ``calibrate_uncertainty=False``
-keeps the paper's raw uncertainties. ``uncertainty_scale_spread_`` is each factor's
+one factor per label rescales both parts and a floor is added to the model part, so that
+on the validation spectra ``(prediction − label) / sqrt((k·total)² + f² + σ_known²)`` has
+unit variance for the smaller and the larger half of the uncertainties alike
+(:func:`labelexplorer.models.calibration.uncertainty_calibration`; the floor is the
+network's own error that no S/N removes); the known label errors are left unscaled, so
+``sqrt((k·total)² + f²)`` estimates the error against the truth. The factors and floors
+are ``uncertainty_scale_`` and ``uncertainty_floor_`` (standardised units), saved with the
+model; ``calibrate_uncertainty=False`` keeps the paper's raw uncertainties. ``uncertainty_scale_spread_`` is each factor's
 bootstrap error: when the labels are noisier than the network, 10 % of a few thousand
 spectra fix a factor only to ±10–25 % (on the mock universe with 3,000 training spectra
 the [O/H] and [Ca/H] factors came out 2σ low); more validation spectra shrink it as
@@ -85,7 +87,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .calibration import uncertainty_scale, uncertainty_scale_spread
+from .calibration import uncertainty_calibration, uncertainty_scale_spread
 from ..exceptions import FileFormatError, LabelError, ShapeError, UnknownNameError, did_you_mean
 from ..labels import canonical_label
 from ..prediction import LabelPrediction
@@ -671,17 +673,19 @@ class BCNN(TorchModel, LabelModel):
         rows = (val_rows if val_rows.size else np.arange(len(x)))[:_CALIBRATION_SPECTRA]
         mean, model_var, log_var, _ = self._mc_moments(x[rows].numpy(), self.mc_passes)
         total = np.sqrt(model_var + np.exp(log_var))
-        scale, spread = np.ones(total.shape[1]), np.zeros(total.shape[1])
+        n_labels = total.shape[1]
+        scale, floor, spread = np.ones(n_labels), np.zeros(n_labels), np.zeros(n_labels)
         if self.calibrate_uncertainty and val_rows.size:
             residual = mean - y[rows].cpu().numpy()
             known = y_err[rows].cpu().numpy()
-            columns = [(residual[:, j], total[:, j], known[:, j]) for j in range(scale.size)]
-            fitted = np.array([uncertainty_scale(*column) for column in columns])
-            scale = np.where(np.isfinite(fitted), fitted, 1.0)
+            columns = [(residual[:, j], total[:, j], known[:, j]) for j in range(n_labels)]
+            fitted = np.array([uncertainty_calibration(*column) for column in columns])
+            usable = np.isfinite(fitted).all(axis=1)
+            scale, floor = np.where(usable, fitted[:, 0], 1.0), np.where(usable, fitted[:, 1], 0.0)
             spread = np.array([uncertainty_scale_spread(*column, seed=self.random_state) for column in columns])
-        self.uncertainty_scale_ = scale
+        self.uncertainty_scale_, self.uncertainty_floor_ = scale, floor
         self.uncertainty_scale_spread_ = np.where(np.isfinite(spread), spread, 0.0)
-        self.reference_std_ = np.median(total * scale, axis=0) * self.label_std_
+        self.reference_std_ = np.median(np.hypot(total * scale, floor), axis=0) * self.label_std_
 
     # ------------------------------------------------------------------ inference
     def _mc_layout(self, passes: int, n_pixels: int, device: torch.device, *, grad: bool = False) -> tuple[int, int]:
@@ -736,11 +740,33 @@ class BCNN(TorchModel, LabelModel):
         mean, model_var, log_var, precision = self._mc_moments(self._design(spectra), self.mc_passes)
         mean = mean * self.label_std_ + self.label_mean_
         scale = self.label_std_ * self.uncertainty_scale_
-        model_std = np.sqrt(model_var) * scale
+        # the calibration floor is error of the network itself, whatever the noise: model uncertainty
+        model_std = np.hypot(np.sqrt(model_var) * scale, self.uncertainty_floor_ * self.label_std_)
         predictive_std = np.exp(0.5 * log_var) * scale
         flags = self._flags(spectra, mean, np.sqrt(model_std ** 2 + predictive_std ** 2))
         return LabelPrediction(self.label_names_, mean, model_std, predictive_std, ids=spectra.ids, flags=flags,
                                meta={"model": self.name, "mc_passes": self.mc_passes, "precision": precision})
+
+    def uncalibrated_std(self, prediction: LabelPrediction) -> np.ndarray:
+        """The paper's raw total uncertainty of *prediction* (a result of this model), before calibration.
+
+        ``sqrt(model_var + exp(mean log-variance))`` without ``uncertainty_scale_`` and
+        ``uncertainty_floor_``, shape (n, n_labels) in this model's label order: what the
+        calibration changed, to compare with the paper's recipe.
+
+        Examples
+        --------
+        >>> from labelexplorer.prediction import LabelPrediction
+        >>> model = BCNN()
+        >>> model.label_names_, model.label_std_ = ["TEFF"], np.array([100.0])
+        >>> model.uncertainty_scale_, model.uncertainty_floor_ = np.array([0.5]), np.array([0.3])
+        >>> prediction = LabelPrediction(["TEFF"], [[5000.0]], [[50.0]], [[40.0]])
+        >>> model.uncalibrated_std(prediction).round(1)   # model 40 / 0.5 = 80, predictive 40 / 0.5 = 80
+        array([[113.1]])
+        """
+        floor = self.uncertainty_floor_ * self.label_std_
+        model_std = np.sqrt(np.clip(np.asarray(prediction.model_std) ** 2 - floor ** 2, 0.0, None))
+        return np.hypot(model_std, prediction.predictive_std) / self.uncertainty_scale_
 
     def _check_pixels(self, spectra: Spectra) -> None:
         if spectra.n_pixels != self.pixel_mean_.size:
@@ -824,7 +850,7 @@ class BCNN(TorchModel, LabelModel):
     def _save_weights(self, directory: Path) -> None:
         arrays = {"pixel_mean": self.pixel_mean_, "label_mean": self.label_mean_, "label_std": self.label_std_,
                   "label_range": self.label_range_, "reference_std": self.reference_std_,
-                  "uncertainty_scale": self.uncertainty_scale_,
+                  "uncertainty_scale": self.uncertainty_scale_, "uncertainty_floor": self.uncertainty_floor_,
                   "uncertainty_scale_spread": self.uncertainty_scale_spread_}
         if getattr(self, "continuum_mask_", None) is not None:
             arrays["continuum_mask"] = self.continuum_mask_
@@ -839,11 +865,13 @@ class BCNN(TorchModel, LabelModel):
                 setattr(self, f"{name}_", arrays[name].astype(np.float64))
             if "continuum_mask" in arrays:
                 self.continuum_mask_ = arrays["continuum_mask"].astype(bool)
-            # models saved before the spread was recorded: unknown (NaN)
+            # models saved before the floor and the spread were recorded: no floor, unknown spread
+            self.uncertainty_floor_ = arrays.get("uncertainty_floor", np.zeros(n_labels)).astype(np.float64)
             self.uncertainty_scale_spread_ = arrays.get("uncertainty_scale_spread",
                                                         np.full(n_labels, np.nan)).astype(np.float64)
             shapes_ok = (self.label_mean_.shape == self.label_std_.shape == self.reference_std_.shape
-                         == self.uncertainty_scale_.shape == self.uncertainty_scale_spread_.shape == (n_labels,)
+                         == self.uncertainty_scale_.shape == self.uncertainty_scale_spread_.shape
+                         == self.uncertainty_floor_.shape == (n_labels,)
                          and self.label_range_.shape == (n_labels, 2))
             if not shapes_ok:
                 raise ValueError(f"label arrays do not match the {n_labels} labels of config.json")

@@ -160,16 +160,18 @@ def test_validation_calibration_brings_uncertainties_to_the_true_scatter(censore
     spectra, labels = _toy(200, seed=1)
     prediction = censored.predict(spectra)
     assert censored.get_params()["calibrate_uncertainty"]
+    raw_total = censored.uncalibrated_std(prediction)
     for name in ("TEFF", "FE_H", "MG_H"):
-        k = censored.uncertainty_scale_[censored.label_names_.index(name)]
-        calibrated = np.std((prediction[name].mean - labels[name]) / prediction[name].total_std)
-        raw = calibrated * k  # the same residuals over the uncalibrated total std
+        residual = prediction[name].mean - labels[name]
+        calibrated = np.std(residual / prediction[name].total_std)
+        raw = np.std(residual / raw_total[:, censored.label_names_.index(name)])
         assert 0.65 < calibrated < 1.5, f"{name}: {calibrated:.2f}"
         assert abs(np.log(calibrated)) < abs(np.log(raw)), f"{name}: raw {raw:.2f}, calibrated {calibrated:.2f}"
     # each factor carries its bootstrap error: positive, and small against the factor itself
     spread = censored.uncertainty_scale_spread_
     assert spread.shape == censored.uncertainty_scale_.shape
     assert (spread > 0).all() and (spread < 0.5 * censored.uncertainty_scale_).all()
+    assert censored.uncertainty_floor_.shape == spread.shape and (censored.uncertainty_floor_ >= 0).all()
 
 
 def test_element_sensitivity_sits_in_its_window(censored, held_out):
@@ -271,6 +273,7 @@ def test_save_and_load_restore_the_model_without_external_files(tmp_path, held_o
     np.testing.assert_array_equal(after.total_std, before.total_std)
     np.testing.assert_array_equal(after.flags["outside_training_set"], before.flags["outside_training_set"])
     np.testing.assert_array_equal(loaded.uncertainty_scale_spread_, model.uncertainty_scale_spread_)
+    np.testing.assert_array_equal(loaded.uncertainty_floor_, model.uncertainty_floor_)
     few = held_out[0][:2]
     np.testing.assert_array_equal(loaded.sensitivity(few, "AL_H"), model.sensitivity(few, "AL_H"))
 
