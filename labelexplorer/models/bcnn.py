@@ -149,7 +149,7 @@ class SpectrumTrunk(nn.Module):
     ``stem`` (first convolution + ReLU) is deterministic; ``forward`` is the stochastic rest.
     """
 
-    cpu_block_rows = 64
+    cpu_block_rows = 128
     """Rows (passes × spectra) per block of the stochastic layers on a CPU. 64-128 rows run
     equally fast; from 256 rows on, the activations (tens of MB) may be mapped afresh, page
     by page, at every block (up to 2× slower), and 3200 rows, a 32-spectrum chunk in one
