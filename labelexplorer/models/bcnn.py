@@ -59,11 +59,12 @@ unit variance for the smaller and the larger half of the uncertainties alike
 network's own error that no S/N removes); the known label errors are left unscaled, so
 ``sqrt((k·total)² + f²)`` estimates the error against the truth. The factors and floors
 are ``uncertainty_scale_`` and ``uncertainty_floor_`` (standardised units), saved with the
-model; ``calibrate_uncertainty=False`` keeps the paper's raw uncertainties. ``uncertainty_scale_spread_`` is each factor's
-bootstrap error: when the labels are noisier than the network, 10 % of a few thousand
-spectra fix a factor only to ±10–25 % (on the mock universe with 3,000 training spectra
-the [O/H] and [Ca/H] factors came out 2σ low); more validation spectra shrink it as
-``1/sqrt(n)``.
+model; ``calibrate_uncertainty=False`` keeps the paper's raw uncertainties.
+``uncertainty_scale_spread_`` is each factor's bootstrap error: when the labels are
+noisier than the network, 10 % of a few thousand spectra fix a factor only to ±10–25 %
+with a single factor, more when scale and floor share the work (on the mock universe
+with 6,000 training spectra [Ni/H] still misses the 0.8–1.25 band by that statistics);
+more validation spectra shrink it as ``1/sqrt(n)``.
 
 Flags: ``low_snr`` (known SNR below ``low_snr``) and ``outside_training_set``: the total
 uncertainty of TEFF, LOGG or FE_H above ``outside_std_factor`` times its median on
@@ -122,7 +123,7 @@ _FLOATS_PER_ROW_PIXEL = 16
 # them in cache-sized blocks (SpectrumTrunk.cpu_block_rows); a GPU wants large forwards.
 _ROWS_PER_FORWARD = {"cpu": 4096, "cuda": 32768}
 _CPU_CHUNK_SPECTRA = 32
-_CALIBRATION_SPECTRA = 2000  # validation spectra used for the calibration (enough for ~2 % on each factor)
+_CALIBRATION_SPECTRA = 2000  # validation spectra used for the calibration (at most; the MC passes cost)
 
 
 # ============================================================================ networks

@@ -39,9 +39,6 @@ def uncertainty_scale(residual, std, known_std=None, *, clip: float = 5.0,
     >>> round(k, 1)                                  # quoted 0.2, so halve it
     0.5
     """
-    from scipy.optimize import brentq
-    from scipy.stats import norm
-
     residual2 = np.asarray(residual, float) ** 2
     std2 = np.broadcast_to(np.asarray(std, float) ** 2, residual2.shape)
     known2 = np.zeros_like(residual2) if known_std is None else np.broadcast_to(
@@ -50,17 +47,12 @@ def uncertainty_scale(residual, std, known_std=None, *, clip: float = 5.0,
     if good.sum() < 10:
         return float("nan")
     residual2, std2, known2 = residual2[good], std2[good], known2[good]
-    target = 2 * norm.cdf(clip) - 1 - 2 * clip * norm.pdf(clip) + 2 * clip ** 2 * norm.sf(clip)
+    target = _clipped_unit_moment(clip)
 
     def excess(k: float) -> float:  # decreases with k
         return float(np.mean(np.minimum(residual2 / (k * k * std2 + known2), clip ** 2))) - target
 
-    low, high = bounds
-    if excess(low) <= 0:
-        return float(low)
-    if excess(high) >= 0:
-        return float(high)
-    return float(brentq(excess, low, high, xtol=1e-4))
+    return _decreasing_root(excess, *bounds, xtol=1e-4)
 
 
 def uncertainty_calibration(residual, std, known_std=None, *, clip: float = 5.0, iterations: int = 30
@@ -70,8 +62,8 @@ def uncertainty_calibration(residual, std, known_std=None, *, clip: float = 5.0,
     One factor assumes the error is proportional to the quoted uncertainty. A network
     also has an error floor that no noise level removes (its own systematics): fitted
     with one factor, the low-σ stars are then over-confident and the high-σ ones
-    under-confident. With at least 200 rows, ``k`` makes the larger half of the *std* values unit-variance
-    (:func:`uncertainty_scale`, with the current floor) and ``f`` the smaller half,
+    under-confident. With at least 200 rows, ``k`` makes the larger half of the *std*
+    values unit-variance (:func:`uncertainty_scale`, with the current floor) and ``f`` the smaller half,
     alternating until both hold; ``f = 0`` when the smaller half needs none, or when the
     halves' medians differ by less than 20 % or the floor would take all the error (then
     scale and floor cannot be told apart); fewer rows get the single factor. On the mock
@@ -101,8 +93,7 @@ def uncertainty_calibration(residual, std, known_std=None, *, clip: float = 5.0,
     r, s, k = residual[good], std[good], known[good]
     if np.median(s[high]) < 1.2 * np.median(s[low]):
         return scale, 0.0  # too narrow a range of std to tell a floor from the scale
-    floor = 0.0
-    single = scale
+    single, floor = scale, 0.0
     for _ in range(iterations):
         with_floor = np.hypot(k[high], floor)
         scale_new = uncertainty_scale(r[high], s[high], with_floor, clip=clip)
@@ -119,18 +110,30 @@ def uncertainty_calibration(residual, std, known_std=None, *, clip: float = 5.0,
 
 def _floor(residual, std, known, clip: float) -> float:
     """The floor ``f`` that gives ``residual / sqrt(std² + f² + known²)`` unit variance (0 if none is needed)."""
-    from scipy.optimize import brentq
-    from scipy.stats import norm
-
-    target = 2 * norm.cdf(clip) - 1 - 2 * clip * norm.pdf(clip) + 2 * clip ** 2 * norm.sf(clip)
+    target = _clipped_unit_moment(clip)
 
     def excess(f: float) -> float:  # decreases with f
         return float(np.mean(np.minimum(residual ** 2 / (std ** 2 + f * f + known ** 2), clip ** 2))) - target
 
-    high = 10.0 * float(np.median(np.hypot(std, known)))
-    if excess(0.0) <= 0 or excess(high) >= 0:
-        return 0.0 if excess(0.0) <= 0 else high
-    return float(brentq(excess, 0.0, high, xtol=1e-6))
+    return _decreasing_root(excess, 0.0, 10.0 * float(np.median(np.hypot(std, known))), xtol=1e-6)
+
+
+def _clipped_unit_moment(clip: float) -> float:
+    """E[min(z², clip²)] for a standard normal z: what the clipped z² of honest errors average to."""
+    from scipy.stats import norm
+
+    return float(2 * norm.cdf(clip) - 1 - 2 * clip * norm.pdf(clip) + 2 * clip ** 2 * norm.sf(clip))
+
+
+def _decreasing_root(function, low: float, high: float, xtol: float) -> float:
+    """Root of a decreasing *function* in [low, high], or the bound it stays beyond."""
+    from scipy.optimize import brentq
+
+    if function(low) <= 0:
+        return float(low)
+    if function(high) >= 0:
+        return float(high)
+    return float(brentq(function, low, high, xtol=xtol))
 
 
 def uncertainty_scale_spread(residual, std, known_std=None, *, n_resamples: int = 100, seed: int = 0) -> float:
