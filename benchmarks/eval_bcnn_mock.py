@@ -90,13 +90,14 @@ def astronn_errors(stars: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(table, index=stars["APOGEE_ID"].to_numpy())
 
 
-def choose_sets(stars: pd.DataFrame, n_train: int, seed: int = 0, globular_fraction: float = 0.0
-                ) -> dict[str, np.ndarray]:
-    """Boolean masks over *stars*: training, Table-1 test and the out-of-distribution sets.
+def choose_sets(stars: pd.DataFrame, n_train: int, seed: int = 0, globular_fraction: float = 0.0,
+                n_calibration: int = 0) -> dict[str, np.ndarray]:
+    """Boolean masks over *stars*: training, calibration, Table-1 test and the out-of-distribution sets.
 
     *globular_fraction* × *n_train* members of the globular cluster join the *n_train*
     field stars (drawn from their own stream, so the field stars stay the same); the
-    M13 test set is the members never trained on.
+    M13 test set is the members never trained on. Up to *n_calibration* more stars like
+    the training ones (never trained on, never tested) form the calibration set.
     """
     rng = np.random.default_rng(seed)
     field = (stars["CLUSTER"] == "").to_numpy()
@@ -107,14 +108,17 @@ def choose_sets(stars: pd.DataFrame, n_train: int, seed: int = 0, globular_fract
     held_out = rng.random(len(stars)) < 0.5
     test = in_range & (snr >= 100) & (snr <= 200) & held_out
     candidates = np.flatnonzero(in_range & (snr >= 50) & ~test & ~(metal_poor_giant & held_out))
-    train = np.zeros(len(stars), bool)
-    train[rng.permutation(candidates)[:n_train]] = True
+    train, calibrating = np.zeros(len(stars), bool), np.zeros(len(stars), bool)
+    shuffled = rng.permutation(candidates)
+    train[shuffled[:n_train]] = True
+    calibrating[shuffled[n_train:n_train + n_calibration]] = True
     globular = (stars["CLUSTER"] == "M13").to_numpy() & (snr >= 50) & (teff >= 4000) & (teff <= 5500)
     members = np.random.default_rng([seed, 1]).permutation(np.flatnonzero(globular & ~held_out))
     train[members[:int(round(globular_fraction * n_train))]] = True
     star_class = stars["STAR_CLASS"].to_numpy()
     return {
         "train": train,
+        "calibration": calibrating,
         "test": test & ~metal_poor_giant,
         "dwarfs": test & np.isin(star_class, DWARFS),
         "hot": field & (star_class == "hot") & (snr >= 50),
@@ -144,7 +148,7 @@ def residual_table(prediction, truth: pd.DataFrame, names=SHOWN) -> pd.DataFrame
 
 
 def calibration(prediction, truth: pd.DataFrame, pipeline: pd.DataFrame, pipeline_errors: pd.DataFrame,
-                model, dwarf: np.ndarray, names=SHOWN) -> pd.DataFrame:
+                model, dwarf: np.ndarray, names=ASTRONN_LABELS) -> pd.DataFrame:
     """std of the normalised residuals against the truth, and against the pipeline-like labels
     (their own errors added in quadrature: what the loss was trained on, and what the paper
     could compare with), in distribution: the dwarfs' LOGG (never trained) is left out.
@@ -193,6 +197,25 @@ def train_models(universe, stars, sets, *, epochs: int, passes: int, learning_ra
         print(f"{model.name}: {model.n_parameters:,} parameters, best epoch {model.best_epoch_} of "
               f"{len(model.history_)}, {timing[model.name][0]:.0f} s wall / {timing[model.name][1]:.0f} s CPU")
     return models, spectra, labels
+
+
+def recalibrate(universe, stars, sets, models, seed: int) -> int:
+    """Refit each model's calibration on its validation spectra plus the calibration set; returns their number.
+
+    The validation spectra are the ones training held out (the same split), so the
+    calibration rows are all stars the networks never trained on.
+    """
+    from labelexplorer.models.nn.training import split_indices
+
+    rows = np.flatnonzero(sets["calibration"])
+    train_rows = np.flatnonzero(sets["train"])
+    for model in models.values():
+        _, validation = split_indices(len(train_rows), model.validation_fraction, seed)
+        mask = np.zeros(len(stars), bool)
+        mask[np.concatenate([rows, train_rows[validation]])] = True
+        model.calibrate(universe.spectra("apstar", rows=mask), training_labels(stars[mask]),
+                        astronn_errors(stars[mask]))
+    return int(mask.sum())
 
 
 def visits_table(universe, stars, mask, models) -> dict[str, pd.DataFrame]:
@@ -292,16 +315,19 @@ def smaller_training_sets(stars, sets, spectra, labels, *, epochs, passes, learn
 
 
 def evaluate(universe, *, n_train: int, epochs: int, passes: int, learning_rate: float = 5e-4, seed: int = 0,
-             globular_fraction: float = 0.0, table3: bool = True, table3_smallest: int = 5, progress: bool = False,
-             save_models: Path | None = None) -> dict:
+             globular_fraction: float = 0.0, n_calibration: int = 0, table3: bool = True, table3_smallest: int = 5,
+             progress: bool = False, save_models: Path | None = None) -> dict:
     """Run every experiment; returns the tables (pandas) by name (the trained models saved
-    under *save_models*/<name> if given)."""
+    under *save_models*/<name> if given, after any recalibration)."""
     stars = universe.spectrum_stars
-    sets = choose_sets(stars, n_train, seed, globular_fraction)
+    sets = choose_sets(stars, n_train, seed, globular_fraction, n_calibration)
     truth_all = astronn_labels(stars, true=True)
     print("sets:", {name: int(mask.sum()) for name, mask in sets.items()})
     models, train_spectra, train_labels = train_models(universe, stars, sets, epochs=epochs, passes=passes,
                                                        learning_rate=learning_rate, seed=seed, progress=progress)
+    if sets["calibration"].any():
+        print(f"calibration refitted on {recalibrate(universe, stars, sets, models, seed)} held-out spectra "
+              f"(validation + {int(sets['calibration'].sum())} more)")
     for name, model in models.items() if save_models else ():
         model.save(Path(save_models) / name)
     results, predictions, truth_of = {}, {}, {}
@@ -344,6 +370,9 @@ def main() -> None:
     parser.add_argument("--globular-in-training", type=float, default=0.0, metavar="FRACTION",
                         help="add this fraction (of --train) of globular-cluster members to the training set, "
                              "as DR14's S/N cut let bright cluster giants in (0.005 ~ the real share)")
+    parser.add_argument("--calibration-spectra", type=int, default=0, metavar="N",
+                        help="refit the uncertainty calibration on the validation spectra plus N more "
+                             "held-out training-like stars (BCNN.calibrate)")
     parser.add_argument("--no-table3", action="store_true", help="skip the training-set-size study")
     parser.add_argument("--json", help="also write the tables to this JSON file")
     parser.add_argument("--save-models", help="save the two trained networks in this folder")
@@ -363,7 +392,8 @@ def main() -> None:
           f"{args.passes} MC passes (paper 100)")
     results = evaluate(universe, n_train=args.train, epochs=args.epochs, passes=args.passes,
                        learning_rate=args.learning_rate, seed=args.seed,
-                       globular_fraction=args.globular_in_training, table3=not args.no_table3,
+                       globular_fraction=args.globular_in_training, n_calibration=args.calibration_spectra,
+                       table3=not args.no_table3,
                        progress=args.progress, save_models=args.save_models)
     for title, frame in results.items():
         print_block(title, frame)

@@ -170,6 +170,14 @@ class LabelModel:
         *labels* is any table accepted by :func:`labelexplorer.labels.label_array`; missing
         values (-9999, NaN) are allowed where the method supports them.
         """
+        values, names, errors = self._label_values(data, labels, label_errors)
+        self._fit(data, values, names, errors)
+        self.label_names_ = list(names)
+        return self
+
+    @staticmethod
+    def _label_values(data, labels, label_errors=None) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+        """``(values, names, errors)`` of a label table and its optional errors, one row per item of *data*."""
         from ..labels import label_array
 
         values, names = label_array(labels) if not isinstance(labels, tuple) else labels
@@ -182,9 +190,7 @@ class LabelModel:
                 np.asarray(label_errors, dtype=float), names)
             if errors.shape != values.shape:
                 raise LabelExplorerError(f"label_errors: expected shape {values.shape} like labels, got {errors.shape}")
-        self._fit(data, values, names, errors)
-        self.label_names_ = list(names)
-        return self
+        return values, list(names), errors
 
     def prepare(self, data):
         """Bring data as the readers return it into the form this model was trained on.

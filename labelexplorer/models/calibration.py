@@ -64,9 +64,10 @@ def uncertainty_calibration(residual, std, known_std=None, *, clip: float = 5.0,
     with one factor, the low-σ stars are then over-confident and the high-σ ones
     under-confident. With at least 200 rows, ``k`` makes the larger half of the *std*
     values unit-variance (:func:`uncertainty_scale`, with the current floor) and ``f`` the smaller half,
-    alternating until both hold; ``f = 0`` when the smaller half needs none, or when the
-    halves' medians differ by less than 20 % or the floor would take all the error (then
-    scale and floor cannot be told apart); fewer rows get the single factor. On the mock
+    alternating until both hold. The single factor fitted to all rows (and ``f = 0``) is
+    kept when the smaller half needs no floor, or when the halves' medians differ by less
+    than 20 % or the floor would take all the error (then scale and floor cannot be told
+    apart), and for fewer rows. On the mock
     universe's validation spectra (``bcnn``, 600 of them) it brought held-out stars'
     std((prediction − truth)/σ) from 1.21 to 1.05 for [O/H], 1.29 to 1.12 for [C/H] and
     1.17 to 1.05 for [Mg/H] (benchmarks/eval_bcnn_mock.py).
@@ -103,7 +104,8 @@ def uncertainty_calibration(residual, std, known_std=None, *, clip: float = 5.0,
         scale, floor = scale_new, floor_new
         if converged:
             break
-    if scale <= 1.5 * _SCALE_BOUNDS[0]:  # the floor took all: the halves cannot separate the two
+    if scale <= 1.5 * _SCALE_BOUNDS[0] or floor == 0.0:
+        # the floor took all (the halves cannot separate the two) or none: one factor, fitted to all rows
         return single, 0.0
     return float(scale), float(floor)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import labelexplorer as le
-from labelexplorer.exceptions import FileFormatError, LabelError, ShapeError
+from labelexplorer.exceptions import FileFormatError, LabelError, NotTrainedError, ShapeError
 from labelexplorer.labels import ASTRONN_LABELS
 from labelexplorer.models.bcnn import BCNN, BCNNNetwork, CensoredBCNN, CensoredBCNNNetwork, mc_samples
 from labelexplorer.models.nn import DropoutStreams, n_parameters, stopgrad_passthrough
@@ -172,6 +173,57 @@ def test_validation_calibration_brings_uncertainties_to_the_true_scatter(censore
     assert spread.shape == censored.uncertainty_scale_.shape
     assert (spread > 0).all() and (spread < 0.5 * censored.uncertainty_scale_).all()
     assert censored.uncertainty_floor_.shape == spread.shape and (censored.uncertainty_floor_ >= 0).all()
+
+
+def test_calibrating_on_held_out_spectra_allows_for_their_label_errors(censored):
+    spectra, labels = _toy(300, seed=5)
+    # label noise 1.5x the model's own uncertainty: it dominates the residuals unless allowed for
+    typical = np.median(censored.predict(spectra).total_std, axis=0)
+    scale = {name: 1.5 * typical[censored.label_names_.index(name)] for name in labels}
+    rng = np.random.default_rng(5)
+    noisy = {name: labels[name] + rng.normal(0, scale[name], 300) for name in labels}
+    errors = {name: np.full(300, scale[name]) for name in labels}
+    factors = {}
+    for case, (reference, known) in {"clean": (labels, None), "noisy, errors given": (noisy, errors),
+                                     "noisy, errors unstated": (noisy, None)}.items():
+        model = copy.deepcopy(censored).calibrate(spectra, reference, known)
+        factors[case] = dict(zip(model.label_names_, model.uncertainty_scale_))
+        assert np.all(model.uncertainty_scale_spread_ >= 0) and model.reference_std_.shape == (5,)
+    for name in ("TEFF", "MG_H", "AL_H"):
+        clean, given, unstated = (factors[case][name] for case in factors)
+        assert abs(np.log(given / clean)) < 0.4, f"{name}: {given:.2f} vs {clean:.2f}"
+        assert unstated > 1.3 * clean, f"{name}: unstated label noise must widen the uncertainty"
+    # the clean recalibration holds on other stars (rms, not std: the toy network's bias is error too)
+    model = copy.deepcopy(censored).calibrate(spectra, labels)
+    other, truth = _toy(200, seed=6)
+    prediction = model.predict(other)
+    for name in ("TEFF", "FE_H", "MG_H"):
+        z = np.sqrt(np.mean(((prediction[name].mean - truth[name]) / prediction[name].total_std) ** 2))
+        assert 0.8 < z < 1.25, f"{name}: {z:.2f}"
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("missing-label", LabelError, r"no column for \['AL_H'\]"),
+    ("negative-error", LabelError, "label_errors: uncertainties must be >= 0"),
+    ("row-count", le.LabelExplorerError, "labels: expected 20 rows"),
+    ("untrained", NotTrainedError, "be calibrated"),
+], ids=lambda value: value if isinstance(value, str) and " " not in value and "\\" not in value else None)
+def test_bad_calibration_input_is_refused_and_keeps_the_calibration(censored, case, error, match):
+    spectra, labels = _toy(20, seed=7)
+    model, errors = copy.deepcopy(censored), None
+    before = model.uncertainty_scale_.copy()
+    if case == "missing-label":
+        del labels["AL_H"]
+    elif case == "negative-error":
+        errors = {name: np.full(20, -0.1) for name in labels}
+    elif case == "row-count":
+        labels = {name: values[:10] for name, values in labels.items()}
+    else:
+        model = CensoredBCNN(windows=WINDOWS, **QUICK)
+    with pytest.raises(error, match=match):
+        model.calibrate(spectra, labels, errors)
+    if case != "untrained":
+        np.testing.assert_array_equal(model.uncertainty_scale_, before)
 
 
 def test_element_sensitivity_sits_in_its_window(censored, held_out):
