@@ -8,10 +8,12 @@ Measured in the same run, on the device the models choose (CUDA if present, else
      the trunk runs them in cache-sized blocks);
    - naive:   N full forward passes (what a plain ``for _ in range(N): model(x)`` does).
    Both draw the same dropout masks (seeded streams), so their outputs are compared too.
+   Masks are shared by the spectra of a pass, as the models draw them (``shared=True``;
+   inference then takes the trunk's fast path); one mask per spectrum is timed too.
 2. bfloat16 autocast vs float32 for that inference: speed and the largest difference of the
    MC mean in units of the float32 total uncertainty (bfloat16 is only worth it within 0.1 σ).
    The network is first trained briefly on toy spectra so that σ is a learned one.
-3. On a CPU: the trunk's block size (``SpectrumTrunk.cpu_block_rows``); conv2 → ReLU →
+3. On a CPU: the trunk's block size (``SpectrumTrunk.cpu_ensemble_block_rows``); conv2 → ReLU →
    MaxPool(4) as one strided block-Toeplitz convolution vs the plain layers; all cores as
    torch intra-op threads vs one worker thread per core (each with its own chunks).
 4. Training throughput (spectra per second, forward + backward + Adam) of both networks.
@@ -78,13 +80,13 @@ def mc_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int, device: tor
     x = torch.as_tensor(model._design(spectra), device=device)
     chunk, rows = model._mc_layout(passes, x.shape[1], device)
 
-    def run(batched: bool, precision: str = "float32", chunks=None):
+    def run(batched: bool, precision: str = "float32", chunks=None, shared: bool = True):
         outputs = []
         with torch.no_grad(), autocast(device, precision), flush_denormals():
-            streams = DropoutStreams(0, device)
+            streams = DropoutStreams(0, device, shared=shared)
             for start in chunks or range(0, len(x), chunk):
                 if chunks:  # a worker's chunk: its own streams, any order
-                    streams = DropoutStreams(start, device)
+                    streams = DropoutStreams(start, device, shared=shared)
                 value, log_var = mc_samples(network, x[start:start + chunk], passes, streams, batched=batched,
                                             rows=rows)
                 outputs.append((value.float().mean(0), value.float().var(0, unbiased=False),
@@ -97,10 +99,15 @@ def mc_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int, device: tor
     rate = lambda wall, cpu: f"{n / wall:8.1f} spectra/s wall, {n / cpu:8.1f} per CPU-second"  # noqa: E731
     fast_wall, fast_cpu, fast = timed(lambda: run(True))
     naive_wall, naive_cpu, naive = timed(lambda: run(False), repeat=1)
+    per_row_wall, per_row_cpu, _ = timed(lambda: run(True, shared=False))
+    per_row_bf16_wall, per_row_bf16_cpu, _ = timed(lambda: run(True, "bfloat16", shared=False))
     agree = float((fast[0] - naive[0]).abs().max())
     print(f"MC inference, {passes} passes, {n} spectra, chunks of {chunk} spectra, <= {rows} rows per forward, "
-          f"trunk blocks of {SpectrumTrunk.cpu_block_rows} rows on a CPU:")
+          f"trunk blocks of {SpectrumTrunk.cpu_ensemble_block_rows} rows on a CPU "
+          f"({SpectrumTrunk.cpu_block_rows} with a mask per spectrum):")
     print(f"  batched, deterministic layers once: {rate(fast_wall, fast_cpu)}")
+    print(f"  the same, one mask per spectrum:    {rate(per_row_wall, per_row_cpu)} (bfloat16 "
+          f"{n / per_row_bf16_cpu:.1f} per CPU-second)")
     print(f"  naive, {passes} full forwards:        {rate(naive_wall, naive_cpu)}")
     print(f"  speed-up batched/naive: x{naive_wall / fast_wall:.2f} wall, x{naive_cpu / fast_cpu:.2f} CPU; "
           f"same masks -> max |difference| of the means {agree:.2e} (standardised units)")
@@ -122,16 +129,16 @@ def mc_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int, device: tor
 
 
 def block_benchmark(run, n: int) -> None:
-    """Float32 MC inference for several sizes of the trunk's CPU blocks (``SpectrumTrunk.cpu_block_rows``)."""
-    default = SpectrumTrunk.cpu_block_rows
+    """Float32 MC inference for several sizes of the trunk's CPU blocks (``SpectrumTrunk.cpu_ensemble_block_rows``)."""
+    default = SpectrumTrunk.cpu_ensemble_block_rows
     figures = []
     try:
-        for block in (32, 64, 128, 256, 1 << 30):
-            SpectrumTrunk.cpu_block_rows = block
+        for block in (64, 128, 256, 512, 1 << 30):
+            SpectrumTrunk.cpu_ensemble_block_rows = block
             _, cpu, _ = timed(lambda: run(True), repeat=1)
             figures.append(f"{'one block' if block == 1 << 30 else block}: {n / cpu:.1f}")
     finally:
-        SpectrumTrunk.cpu_block_rows = default
+        SpectrumTrunk.cpu_ensemble_block_rows = default
     print(f"  spectra per CPU-second by trunk block rows (default {default}): {', '.join(figures)}")
 
 
@@ -193,6 +200,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spectra", type=int, default=64, help="spectra for the inference benchmark")
     parser.add_argument("--passes", type=int, default=100, help="MC dropout passes")
+    parser.add_argument("--predict-spectra", type=int, default=512,
+                        help="spectra for model.predict (its first chunk also runs in float32, to check bfloat16)")
     parser.add_argument("--train-spectra", type=int, default=512, help="spectra for the training benchmark")
     parser.add_argument("--epochs", type=int, default=3, help="epochs for the training benchmark")
     args = parser.parse_args()
@@ -209,17 +218,19 @@ def main() -> None:
           f"{len(model.network_.branches)} element branches")
     spectra, _ = toy_spectra(args.spectra, seed=1)
     mc_benchmark(model, spectra, args.passes, device)
-    predict_benchmark(model, spectra, args.passes)
+    predict_benchmark(model, toy_spectra(args.predict_spectra, seed=2)[0], args.passes)
 
 
 def predict_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int) -> None:
     """What a user gets: ``model.predict`` (continuum normalisation, chunks in one thread per core)."""
     model.set_params(mc_passes=passes)
-    wall, _, prediction = timed(lambda: model.predict(spectra), repeat=1)
+    wall, cpu, prediction = timed(lambda: model.predict(spectra), repeat=1)
     rate = len(spectra) / wall
-    print(f"model.predict, {passes} passes, precision {prediction.meta['precision']}, {torch.get_num_threads()} "
-          f"thread(s): {rate:.1f} spectra/s wall; the paper's job, 100,000 stars x 100 passes: "
-          f"{100_000 / rate * passes / 100:,.0f} s (paper: 300 s on a GPU)")
+    print(f"model.predict, {len(spectra)} spectra, {passes} passes, precision {prediction.meta['precision']}, "
+          f"{torch.get_num_threads()} thread(s): {rate:.1f} spectra/s wall ({len(spectra) / cpu:.1f} per CPU-second); "
+          f"the paper's job, 100,000 stars x 100 passes: {100_000 / rate * passes / 100:,.0f} s at this wall rate, "
+          f"{100_000 / (len(spectra) / cpu) * passes / 100 / _cores():,.0f} s on {_cores()} cores at the CPU rate "
+          "(paper: 300 s on a GPU)")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ run once per spectrum and only the stochastic rest is repeated, batched over pas
 a CPU, tens of thousands of rows on a GPU). Mean = mean over passes; model variance =
 variance over passes; predictive variance = exp(mean over passes of the log-variance
 output). Masks come from one seeded generator per dropout layer and chunk of spectra
-(``random_state`` and the chunk's first row), so predictions are reproducible at a given
+(``random_state`` and the chunk's first row), one mask per pass shared by the spectra of
+the chunk (see :func:`mc_samples`), so predictions are reproducible at a given
 ``mc_batch_size`` whatever the number of threads (the chunking decides which random
 numbers a spectrum gets; with an automatic batch size, on the same machine). On a CPU the
 chunks run in one thread per core, each with one torch thread (×1.8 on 2 cores over two
@@ -77,6 +78,7 @@ passes; 0 = the deterministic mean network), StopGrad letting gradients through.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -121,8 +123,10 @@ _FLOATS_PER_ROW_PIXEL = 16
 # Rows (passes x spectra) per stochastic forward. On the CPU all passes of a chunk at once
 # (the many small element-branch layers cost per call, not per row) while the trunk runs
 # them in cache-sized blocks (SpectrumTrunk.cpu_block_rows); a GPU wants large forwards.
-_ROWS_PER_FORWARD = {"cpu": 4096, "cuda": 32768}
-_CPU_CHUNK_SPECTRA = 32
+_ROWS_PER_FORWARD = {"cpu": 8192, "cuda": 32768}
+# 64 spectra per chunk: the per-pass work (masks gathered for the convolution) is shared by
+# more spectra than with 32 (x1.07-1.10, benchmarks/bench_bcnn.py)
+_CPU_CHUNK_SPECTRA = 64
 _CALIBRATION_SPECTRA = 2000  # validation spectra used for the calibration (at most; the MC passes cost)
 
 
@@ -156,6 +160,15 @@ class SpectrumTrunk(nn.Module):
     by page, at every block (up to 2× slower), and 3200 rows, a 32-spectrum chunk in one
     block, run at a third of the speed (benchmarks/bench_bcnn.py, AMD Zen 4)."""
 
+    cpu_ensemble_block_rows = 256
+    """The same for inference with shared masks (:meth:`_ensemble_passes`), which reuses its
+    buffers: the rows of one product with dense1's weights, 256-512 rows run equally fast
+    (×1.03 over 128, ×1.2 over 64; benchmarks/bench_bcnn.py)."""
+
+    cpu_conv_rows = 16
+    """Rows per convolution in inference with shared masks: its inputs (165 kB a row in
+    float32) and outputs stay in the core's cache (16 rows: ×1.1 over 32, ×1.5 over 64)."""
+
     def __init__(self, n_pixels: int, dropout: float):
         super().__init__()
         self.conv1 = nn.Conv1d(1, 2, _KERNEL)
@@ -179,7 +192,11 @@ class SpectrumTrunk(nn.Module):
         stream (the networks number them) in pass order whatever the blocks, so the result
         does not depend on them.
         """
-        per_block = max(1, self.cpu_block_rows // max(len(stem), 1)) if stem.device.type == "cpu" else repeats
+        cpu = stem.device.type == "cpu"
+        if self._ensemble_inference(streams):
+            per_block = max(1, self.cpu_ensemble_block_rows // max(len(stem), 1)) if cpu else repeats
+            return self._ensemble_passes(stem, streams, repeats, min(per_block, repeats))
+        per_block = max(1, self.cpu_block_rows // max(len(stem), 1)) if cpu else repeats
         if per_block >= repeats:
             return self._passes(stem, streams, repeats)
         return torch.cat([self._passes(stem, streams, min(per_block, repeats - start))
@@ -187,9 +204,83 @@ class SpectrumTrunk(nn.Module):
 
     def _passes(self, stem: torch.Tensor, streams: DropoutStreams | None, repeats: int) -> torch.Tensor:
         h = self.drop_conv(stem, streams, repeats)
-        h = self.drop_flat(self.conv_relu_pool(h), streams)
-        h = self.drop_dense(torch.relu(self.dense1(h)), streams)
+        h = self.drop_flat(self.conv_relu_pool(h), streams, passes=repeats)
+        h = self.drop_dense(torch.relu(self.dense1(h)), streams, passes=repeats)
         return torch.relu(self.dense2(h))
+
+    def _ensemble_inference(self, streams: DropoutStreams | None) -> bool:
+        """True for inference (no autograd) with one mask per pass (shared streams), all dropout on."""
+        layers = (self.drop_conv, self.drop_flat, self.drop_dense)
+        return (streams is not None and streams.shared and not torch.is_grad_enabled()
+                and all(layer.enabled and layer.rate > 0 for layer in layers))
+
+    def _ensemble_passes(self, stem: torch.Tensor, streams: DropoutStreams, repeats: int, per_block: int
+                         ) -> torch.Tensor:
+        """``_passes`` for inference with shared masks, in blocks of *per_block* passes, into reused buffers.
+
+        The same function as ``_passes`` (the same masks, float rounding aside), arranged
+        for speed: conv2 + MaxPool(4) is one batched matrix product per row, (4 positions
+        × 4 channels) × (2 channels × 11 taps) Toeplitz weights times the 22 inputs each
+        group of four outputs reads (gathered once per chunk for the stem and for the
+        masks: a pass's input is their product), whose output is already laid out for a
+        max over contiguous planes. Masks are applied by broadcast multiplications, the
+        bias and ReLU after the maximum (they commute with it), and every block writes
+        into the same buffers: fresh tens of megabytes per block made the kernel map and
+        zero pages every time (up to half the CPU time). Under bfloat16 autocast
+        everything runs in bfloat16 with weights cast once (not at every product).
+        On a Zen 4 core 1.5-1.75× (float32) and 1.7-1.9× (bfloat16) the speed of ``_passes``
+        with per-row masks (benchmarks/bench_bcnn.py).
+        """
+        b, groups = len(stem), self.dense1.in_features // _POOL
+        dtype = _autocast_dtype(stem)
+        conv_w, conv_b, w1, b1, w2, b2 = self._inference_weights(dtype)
+        keep_conv, kept_conv = self.drop_conv.pass_masks(repeats, stem.shape[1:], streams, dtype)
+        keep_flat, kept_flat = self.drop_flat.pass_masks(repeats, (self.dense1.in_features,), streams, dtype)
+        keep_dense, kept_dense = self.drop_dense.pass_masks(repeats, (self.dense1.out_features,), streams, dtype)
+        # as MCDropout computes it: (x * (1 / kept)) * keep; the masks scaled are exactly 0 or 1 / kept
+        keep_flat, keep_dense = keep_flat.mul_(1.0 / kept_flat), keep_dense.mul_(1.0 / kept_dense)
+        stem_taps = _pooled_conv_inputs((stem * (1.0 / kept_conv)).to(dtype), groups)
+        mask_taps = _pooled_conv_inputs(keep_conv, groups)
+        rows = per_block * b
+        conv_rows = min(rows, self.cpu_conv_rows) if stem.device.type == "cpu" else rows
+        spectra, group = min(b, conv_rows), max(1, conv_rows // b)  # per convolution: spectra of `group` passes
+        inputs = stem.new_empty((group, spectra, *stem_taps.shape[1:]), dtype=dtype)
+        conv = stem.new_empty((group * spectra, conv_w.shape[0], groups), dtype=dtype)
+        pooled = stem.new_empty((per_block, b, self.conv2.out_channels, groups), dtype=dtype)
+        out = stem.new_empty((repeats * b, self.dense2.out_features), dtype=dtype)
+        with torch.autocast(stem.device.type, enabled=False):  # in `dtype` already: no casts per product
+            for start in range(0, repeats, per_block):
+                k = min(per_block, repeats - start)
+                n, passes = k * b, slice(start, start + k)
+                for first_pass, first in itertools.product(range(0, k, group), range(0, b, spectra)):
+                    q, m = min(group, k - first_pass), min(spectra, b - first)
+                    h = torch.mul(stem_taps[first:first + m], mask_taps[start + first_pass:start + first_pass + q, None],
+                                  out=inputs[:q, :m]).view(q * m, *stem_taps.shape[1:])
+                    h = torch.bmm(conv_w.expand(q * m, -1, -1), h, out=conv[:q * m]).view(q, m, _POOL, -1, groups)
+                    torch.amax(h, 2, out=pooled[first_pass:first_pass + q, first:first + m])
+                h = pooled[:k].view(n, -1, groups).add_(conv_b).clamp_min_(0)
+                h = h.view(k, b, -1).mul_(keep_flat[passes].unsqueeze(1)).view(n, -1)
+                h = torch.addmm(b1, h, w1).clamp_min_(0)
+                h = h.view(k, b, -1).mul_(keep_dense[passes].unsqueeze(1)).view(n, -1)
+                torch.addmm(b2, h, w2, out=out[start * b:start * b + n]).clamp_min_(0)
+        return out
+
+    def _inference_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """Weights of ``_ensemble_passes`` in *dtype*, made again only when a parameter changed."""
+        parameters = (self.conv2.weight, self.conv2.bias, self.dense1.weight, self.dense1.bias,
+                      self.dense2.weight, self.dense2.bias)
+        key = (dtype,) + tuple((p.data_ptr(), p._version) for p in parameters)
+        cached = self.__dict__.get("_inference_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                # row s * 4 + c: conv2's channel c at position s of a group of four; column i * 11 + t:
+                # input channel i at tap t (conv2's kernel shifted by s, zeros around)
+                shifted = [nn.functional.pad(self.conv2.weight, (s, _POOL - 1 - s)) for s in range(_POOL)]
+                weights = (torch.stack(shifted).flatten(0, 1).flatten(1), self.conv2.bias[:, None],
+                           self.dense1.weight.t(), self.dense1.bias, self.dense2.weight.t(), self.dense2.bias)
+                cached = (key, tuple(w.detach().to(dtype) for w in weights))
+            self.__dict__["_inference_cache"] = cached
+        return cached[1]
 
     def conv_relu_pool(self, h: torch.Tensor) -> torch.Tensor:
         """``MaxPool(4)(ReLU(conv2(h)))`` ('same' padding), flattened channel-major, as one strided convolution.
@@ -216,6 +307,19 @@ class SpectrumTrunk(nn.Module):
         return [self.conv1.weight, self.conv2.weight, self.dense1.weight, self.dense2.weight]
 
 
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of matrix products on *x*'s device: the autocast one where autocast is on."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def _pooled_conv_inputs(h: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(n, channels, pixels) -> (n, channels * 11, groups)``: the 'same'-padded inputs that the four
+    conv2 outputs of each pooling group read (taps ``4 g`` to ``4 g + 10`` after 3 padding zeros)."""
+    taps = _same_padding(h).unfold(-1, _KERNEL + _POOL - 1, _POOL)[:, :, :groups]
+    return taps.transpose(2, 3).reshape(len(h), -1, groups)
+
+
 class ElementBranch(nn.Module):
     """One element's mini network over the pixels of its window."""
 
@@ -238,7 +342,7 @@ class ElementBranch(nn.Module):
 
     def forward(self, stem, context, streams=None, repeats: int = 1):
         h = self.drop1(stem, streams, repeats)
-        h = self.drop2(torch.relu(self.dense2(h)), streams)
+        h = self.drop2(torch.relu(self.dense2(h)), streams, passes=repeats)
         z = torch.cat([h, context], dim=1)
         return self.value(z), self.log_var(z)
 
@@ -365,6 +469,17 @@ def mc_samples(network: nn.Module, x: torch.Tensor, passes: int, streams: Dropou
     :attr:`SpectrumTrunk.cpu_block_rows` rows). ``batched=False`` is the naive way:
     *passes* full forwards. With the same *streams* seed both give the same draws on the CPU.
 
+    With shared streams (``DropoutStreams(seed, shared=True)``, what the models use) pass
+    ``n`` drops the same units for every spectrum: the passes are an ensemble of sampled
+    networks, the same for all spectra. Each spectrum's draws have exactly the
+    distribution that per-spectrum masks give them (its MC mean and variance are as
+    unbiased and as noisy); only the Monte Carlo noise of different spectra is correlated,
+    since they share the networks, and a spectrum's result no longer depends on which
+    spectra run with it. Inference (no autograd) then takes the trunk's fast path
+    (:meth:`SpectrumTrunk._ensemble_passes`: a fraction of the random numbers, masks by
+    broadcasting, reused buffers, bfloat16 weights cast once; 1.5-1.75× float32 and
+    1.7-1.9× bfloat16 the per-spectrum-mask speed on a Zen 4 core, benchmarks/bench_bcnn.py).
+
     Examples
     --------
     >>> net = BCNNNetwork(64, 2, 0.3)
@@ -373,6 +488,11 @@ def mc_samples(network: nn.Module, x: torch.Tensor, passes: int, streams: Dropou
     >>> slow, _ = mc_samples(net, x, 4, DropoutStreams(1), batched=False)
     >>> fast.shape, bool(torch.allclose(fast, slow, atol=1e-6))
     (torch.Size([4, 3, 2]), True)
+    >>> with torch.no_grad():
+    ...     shared, _ = mc_samples(net, x, 4, DropoutStreams(1, shared=True))
+    ...     naive, _ = mc_samples(net, x, 4, DropoutStreams(1, shared=True), batched=False)
+    >>> bool(torch.allclose(shared, naive, atol=1e-6))
+    True
     """
     b = x.shape[0]
     if not batched:
@@ -763,7 +883,9 @@ class BCNN(TorchModel, LabelModel):
         """Standardised MC mean, model variance, mean log-variance (each (n, L)) and the precision used.
 
         Each chunk of spectra draws its masks from its own streams (``part`` = first row),
-        so the chunks may run in any order: on a CPU in one thread per core.
+        one mask per pass shared by the spectra of the chunk (their MC noise is correlated,
+        each spectrum's draws are as with per-spectrum masks: :func:`mc_samples`), so the
+        chunks may run in any order: on a CPU in one thread per core.
         """
         device = self._torch_device()
         network = self.network_.to(device).eval()
@@ -772,7 +894,7 @@ class BCNN(TorchModel, LabelModel):
 
         def moments(rows: slice, use_precision: str) -> list[np.ndarray]:
             xb = torch.as_tensor(x[rows], device=device)
-            streams = DropoutStreams(self.random_state, device, part=rows.start)
+            streams = DropoutStreams(self.random_state, device, part=rows.start, shared=True)
             with torch.no_grad(), autocast(device, use_precision), flush_denormals():
                 value, log_var = mc_samples(network, xb, passes, streams, rows=rows_per_forward)
             value, log_var = value.float(), log_var.float()

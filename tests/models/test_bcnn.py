@@ -162,12 +162,17 @@ def test_validation_calibration_brings_uncertainties_to_the_true_scatter(censore
     prediction = censored.predict(spectra)
     assert censored.get_params()["calibrate_uncertainty"]
     raw_total = censored.uncalibrated_std(prediction)
-    for name in ("TEFF", "FE_H", "MG_H"):
+    badly_off = 0
+    for name in ("TEFF", "FE_H", "MG_H", "AL_H"):  # rms, not std: the toy network's bias is error too
         residual = prediction[name].mean - labels[name]
-        calibrated = np.std(residual / prediction[name].total_std)
-        raw = np.std(residual / raw_total[:, censored.label_names_.index(name)])
+        calibrated = np.sqrt(np.mean((residual / prediction[name].total_std) ** 2))
+        raw = np.sqrt(np.mean((residual / raw_total[:, censored.label_names_.index(name)]) ** 2))
         assert 0.65 < calibrated < 1.5, f"{name}: {calibrated:.2f}"
-        assert abs(np.log(calibrated)) < abs(np.log(raw)), f"{name}: raw {raw:.2f}, calibrated {calibrated:.2f}"
+        # 26 validation spectra pin a factor to ~±15 %: calibration must fix what is badly off
+        if abs(np.log(raw)) > np.log(1.4):
+            badly_off += 1
+            assert abs(np.log(calibrated)) < 0.5 * abs(np.log(raw)), f"{name}: raw {raw:.2f}, calibrated {calibrated:.2f}"
+    assert badly_off, "the raw uncertainties of the toy network should be off for some label"
     # each factor carries its bootstrap error: positive, and small against the factor itself
     spread = censored.uncertainty_scale_spread_
     assert spread.shape == censored.uncertainty_scale_.shape

@@ -6,7 +6,11 @@
 * the trunk's CPU blocks, batched vs naive passes, and reproducible masks;
 * the masks equal those of the earlier implementation (``randint`` words compared in
   float arithmetic), so predictions saved before keep their values;
-* bfloat16 autocast stays within 0.1 σ of float32.
+* bfloat16 autocast stays within 0.1 σ of float32;
+* inference with shared masks (one per pass for all spectra, :class:`DropoutStreams`
+  ``shared=True``): the trunk's fast path (:meth:`SpectrumTrunk._ensemble_passes`) equals
+  the plain layers with the same masks, whatever its blocks; batched equals naive; the
+  spectra of a pass share its masks; cached bfloat16 weights follow parameter updates.
 """
 
 from __future__ import annotations
@@ -176,3 +180,91 @@ def test_bfloat16_autocast_stays_within_a_tenth_of_sigma():
     sigma = torch.sqrt(value.var(0) + log_var.exp().mean(0))
     worst = float(((value_bf16.float().mean(0) - value.mean(0)).abs() / sigma).max())
     assert 0 < worst < 0.1
+
+
+def _shared_reference(trunk: SpectrumTrunk, stem, seed: int, repeats: int) -> torch.Tensor:
+    """The plain layers with one mask per pass, drawn as the dropout layers draw them, applied by hand."""
+    streams = DropoutStreams(seed)  # generators of the same seeds as the shared streams
+    b = len(stem)
+    masks = [layer.pass_masks(repeats, shape, streams)
+             for layer, shape in ((trunk.drop_conv, stem.shape[1:]), (trunk.drop_flat, (trunk.dense1.in_features,)),
+                                  (trunk.drop_dense, (trunk.dense1.out_features,)))]
+
+    def drop(h, index):
+        keep, kept = masks[index]
+        return ((h.view(repeats, b, *h.shape[1:]) * (1 / kept)) * keep.unsqueeze(1)).flatten(0, 1)
+
+    h = drop(stem.repeat(repeats, 1, 1), 0)
+    h = drop(_plain_conv_relu_pool(trunk, h), 1)
+    h = drop(torch.relu(trunk.dense1(h)), 2)
+    return torch.relu(trunk.dense2(h))
+
+
+@pytest.mark.parametrize("n_pixels, block_rows, conv_rows", [(64, 256, 16), (67, 7, 5), (7514, 256, 16), (7514, 9, 40)],
+                         ids=["64px", "67px-odd-blocks", "7514px", "7514px-conv-over-passes"])
+def test_fast_inference_path_equals_the_plain_layers_with_shared_masks(monkeypatch, n_pixels, block_rows, conv_rows):
+    monkeypatch.setattr(SpectrumTrunk, "cpu_ensemble_block_rows", block_rows)
+    monkeypatch.setattr(SpectrumTrunk, "cpu_conv_rows", conv_rows)
+    trunk = _trunk(n_pixels, seed=6)
+    stem = trunk.stem(0.1 * torch.randn(4, n_pixels)).detach()
+    with torch.no_grad():
+        reference = _shared_reference(trunk, stem, 3, 5)
+        fast = trunk(stem, DropoutStreams(3, shared=True), repeats=5)
+    with torch.enable_grad():  # autograd takes the general path (MCDropout, strided Toeplitz convolution)
+        general = trunk(stem, DropoutStreams(3, shared=True), repeats=5).detach()
+    assert fast.shape == (20, 64) and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(general, reference, rtol=1e-5, atol=1e-6)
+    assert float((reference > 0).float().mean()) > 0.2  # active units are compared
+    assert not torch.allclose(fast[:4], fast[4:8])  # passes differ
+
+
+def test_shared_masks_are_the_same_for_every_spectrum_of_a_pass():
+    layer = MCDropout(0.3)
+    x = torch.ones(4, 500)
+    out = layer(x, DropoutStreams(1, shared=True), repeats=3).view(3, 4, 500)
+    assert torch.equal(out[:, 0], out[:, 3]) and not torch.equal(out[0], out[1])
+    again = layer(out.view(12, 500), DropoutStreams(2, shared=True), passes=3).view(3, 4, 500)
+    assert torch.equal(again[:, 0], again[:, 2])
+    assert abs(float((out[:, 0] == 0).float().mean()) - 0.3) < 0.05
+    # a spectrum's draws do not depend on the spectra it runs with
+    network = _censored_network()
+    x = 0.1 * torch.randn(6, 256)
+    with torch.no_grad():
+        together = mc_samples(network, x, 8, DropoutStreams(4, shared=True))[0]
+        alone = mc_samples(network, x[4:5], 8, DropoutStreams(4, shared=True))[0]
+    torch.testing.assert_close(alone[:, 0], together[:, 4], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("block_rows", [5, 10_000], ids=lambda r: f"block{r}")
+def test_shared_masks_batched_equal_naive_full_forwards(monkeypatch, block_rows):
+    monkeypatch.setattr(SpectrumTrunk, "cpu_ensemble_block_rows", block_rows)
+    network = _censored_network()
+    x = 0.1 * torch.randn(5, 256)
+    with torch.no_grad():
+        fast = mc_samples(network, x, 9, DropoutStreams(2, shared=True), rows=20)
+        naive = mc_samples(network, x, 9, DropoutStreams(2, shared=True), batched=False)
+    with torch.enable_grad():
+        general = [t.detach() for t in mc_samples(network, x, 9, DropoutStreams(2, shared=True))]
+    for got, want in zip(list(fast) + general, list(naive) * 2):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert float(fast[0].std(0).min()) > 0
+
+
+def test_fast_path_in_bfloat16_stays_within_a_tenth_of_sigma_and_follows_weight_updates():
+    network = BCNNNetwork(7514, 4, 0.3).eval()
+    x = 0.1 * torch.randn(6, 7514)
+    with torch.no_grad():
+        value, log_var = mc_samples(network, x, 32, DropoutStreams(1, shared=True))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reduced, _ = mc_samples(network, x, 32, DropoutStreams(1, shared=True))
+        sigma = torch.sqrt(value.var(0) + log_var.exp().mean(0))
+        worst = float(((reduced.float().mean(0) - value.mean(0)).abs() / sigma).max())
+        assert reduced.dtype == torch.bfloat16 and 0 < worst < 0.1
+        network.trunk.dense1.weight.mul_(2.0)  # the weights cast once must follow an in-place update
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            updated, _ = mc_samples(network, x, 32, DropoutStreams(1, shared=True))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # with autograd: the general path, no cached weights
+        expected = mc_samples(network, x, 32, DropoutStreams(1, shared=True))[0].detach().float()
+    error, change = (updated.float() - expected).abs().max(), (reduced.float() - expected).abs().max()
+    assert float(error) < 0.1 * float(change)  # bfloat16 rounding, against the effect of the update

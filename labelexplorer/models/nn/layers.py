@@ -9,7 +9,9 @@
   ``(n+1)*b - 1`` belong to pass ``n``): the expensive layers in front of the first
   dropout run once per spectrum instead of once per pass. Because each layer's stream
   is consumed in pass order, the batched result equals ``N`` sequential single passes
-  drawn from the same streams (on CPU, whose generator is sequential).
+  drawn from the same streams (on CPU, whose generator is sequential). Streams made
+  with ``shared=True`` draw one mask per pass for all the rows of that pass: every
+  spectrum goes through the same sampled networks (see :class:`DropoutStreams`).
 * :func:`apply_max_norm` rescales rows of a weight matrix whose L2 norm exceeds a bound
   (Keras ``MaxNorm``: the incoming weights of each output unit).
 * :class:`StopGrad` is the identity whose gradient is zero while ``blocking`` is True;
@@ -44,6 +46,14 @@ class DropoutStreams:
         Independent streams for the parts of a job that may run in any order or in
         parallel (chunks of spectra): part ``k > 0`` seeds from ``(seed, i, k)``; part 0
         is the plain ``(seed, i)``.
+    shared : bool
+        One mask per MC pass, shared by all rows (spectra) of that pass, instead of one
+        per row: pass ``n`` applies the same sampled network (the same dropped units) to
+        every spectrum, like an ensemble of networks. Each spectrum's draws have exactly
+        the distribution they have with per-row masks; only the Monte Carlo noise of
+        different spectra becomes correlated (they share the networks). It costs the
+        random numbers of one row per pass instead of one per row, and lets inference
+        apply a mask to a whole block of rows with one broadcast multiplication.
 
     Examples
     --------
@@ -54,9 +64,10 @@ class DropoutStreams:
     True
     """
 
-    def __init__(self, seed: int, device="cpu", part: int = 0):
+    def __init__(self, seed: int, device="cpu", part: int = 0, shared: bool = False):
         self.seed = int(seed)
         self.part = int(part)
+        self.shared = bool(shared)
         self.device = torch.device(device)
         self._generators: dict[int, torch.Generator] = {}
 
@@ -93,6 +104,12 @@ class MCDropout(nn.Module):
     >>> out = layer(x, DropoutStreams(0), repeats=3)
     >>> out.shape, bool((out == 0).any()), sorted(set(out.unique().tolist()))
     (torch.Size([6, 1000]), True, [0.0, 2.0])
+
+    With shared streams the two spectra of a pass lose the same units:
+
+    >>> out = layer(x, DropoutStreams(0, shared=True), repeats=3)
+    >>> bool(torch.equal(out[0], out[1])), bool(torch.equal(out[0], out[2]))
+    (True, False)
     """
 
     def __init__(self, rate: float):
@@ -106,13 +123,19 @@ class MCDropout(nn.Module):
     def extra_repr(self) -> str:
         return f"rate={self.rate}, stream={self.stream}"
 
-    def forward(self, x: torch.Tensor, streams: DropoutStreams | None = None, repeats: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, streams: DropoutStreams | None = None, repeats: int = 1,
+                passes: int = 1) -> torch.Tensor:
+        """Drop units of *x* (``b`` rows): ``repeats`` copies of it, or, with ``repeats=1``, *passes*
+        pass-major groups of rows (what shared streams need to know to draw one mask per pass).
+        """
         if streams is None or not self.enabled or self.rate == 0.0:
             if repeats > 1:  # pass-major copies: (b, ...) -> (repeats * b, ...)
                 x = x.unsqueeze(0).expand(repeats, *x.shape).reshape(-1, *x.shape[1:])
             if not self.enabled or self.rate == 0.0:
                 return x
             return nn.functional.dropout(x, self.rate, training=True)
+        if streams.shared:
+            return self._shared_masks(x, streams, repeats, passes)
         keep, kept_fraction = keep_mask((repeats, *x.shape), self.rate, streams.generator(self.stream), x.device,
                                         blocks=repeats, dtype=x.dtype)
         # scale the b input rows, not the repeats * b output rows; the fresh mask becomes the
@@ -120,6 +143,22 @@ class MCDropout(nn.Module):
         scaled = x * (1.0 / kept_fraction)
         out = keep * scaled if torch.is_grad_enabled() and x.requires_grad else keep.mul_(scaled)
         return out.view(-1, *x.shape[1:])
+
+    def _shared_masks(self, x: torch.Tensor, streams: DropoutStreams, repeats: int, passes: int) -> torch.Tensor:
+        groups = repeats if repeats > 1 else passes
+        keep, kept_fraction = self.pass_masks(groups, x.shape[1:], streams, x.dtype)
+        rows = x.unsqueeze(0) if repeats > 1 else x.view(groups, -1, *x.shape[1:])
+        return ((rows * (1.0 / kept_fraction)) * keep.unsqueeze(1)).view(-1, *x.shape[1:])
+
+    def pass_masks(self, passes: int, shape, streams: DropoutStreams, dtype: torch.dtype = torch.float32
+                   ) -> tuple[torch.Tensor, float]:
+        """The next *passes* masks of this layer's stream in *streams* for rows of *shape*, with the kept fraction.
+
+        One mask per pass, ``(passes, *shape)``: those that a forward with shared streams
+        applies, for code that applies them itself.
+        """
+        return keep_mask((passes, *shape), self.rate, streams.generator(self.stream), streams.device,
+                         blocks=passes, dtype=dtype)
 
 
 def keep_mask(shape, rate: float, generator: torch.Generator, device, *, blocks: int = 1,
