@@ -579,7 +579,10 @@ class BCNN(TorchModel, LabelModel):
         ``"auto"`` (CUDA if present, else every CPU core), ``"cpu"`` or ``"cuda"``.
     precision : str
         ``"auto"``, ``"float32"`` or ``"bfloat16"`` for MC inference (see
-        :mod:`labelexplorer.models.nn.device`). Training always runs in float32.
+        :mod:`labelexplorer.models.nn.device`). ``"auto"`` takes bfloat16 where the device
+        has it natively and the first chunk of the first prediction agrees with float32
+        within 0.1 σ; the verdict is kept for this network and device (a catalog predicts
+        batch after batch). Training always runs in float32.
     mc_batch_size : int, optional
         Spectra per inference chunk; default sized from the free memory.
     checkpoint_dir : str, optional
@@ -901,7 +904,12 @@ class BCNN(TorchModel, LabelModel):
             return [t.cpu().numpy() for t in (value.mean(0), value.var(0, unbiased=False), log_var.mean(0))]
 
         parts = []
-        if self.precision == "auto" and precision == "bfloat16":
+        # the verdict on bfloat16 holds for this network on this device: catalogs call predict per batch
+        verdict_key = (device.type, id(self.network_))  # a refit or a load makes a new network
+        verdict = self.__dict__.get("_precision_verdict", (None, None))
+        if self.precision == "auto" and precision == "bfloat16" and verdict[0] == verdict_key:
+            precision = verdict[1]
+        elif self.precision == "auto" and precision == "bfloat16":
             # bfloat16 only if it reproduces float32 within 0.1 sigma on the first chunk
             first = slice(0, min(chunk, len(x)))
             trial, reference = moments(first, "bfloat16"), moments(first, "float32")
@@ -909,6 +917,7 @@ class BCNN(TorchModel, LabelModel):
             agrees = precision_agrees(torch.as_tensor(trial[0]), torch.as_tensor(reference[0]), scale)
             precision = "bfloat16" if agrees else "float32"
             parts.append(trial if agrees else reference)
+            self.__dict__["_precision_verdict"] = (verdict_key, precision)
         done = sum(len(part[0]) for part in parts)
         workers = torch.get_num_threads() if device.type == "cpu" else 1
         parts += run_in_chunks(lambda rows: moments(slice(rows.start + done, rows.stop + done), precision),

@@ -297,6 +297,22 @@ def test_bfloat16_inference_stays_close_to_float32(censored, held_out):
         assert (np.abs(auto.mean - reference.mean) / reference.total_std).max() < 0.1
 
 
+@pytest.mark.skipif(not native_cpu_bfloat16(), reason="bfloat16 is only tried on CPUs that have it")
+def test_the_bfloat16_verdict_is_kept_for_later_predictions(monkeypatch, censored, held_out):
+    import labelexplorer.models.bcnn as bcnn_module
+
+    spectra, _ = held_out
+    checks = []
+    agrees = bcnn_module.precision_agrees
+    monkeypatch.setattr(bcnn_module, "precision_agrees", lambda *a, **k: checks.append(1) or agrees(*a, **k))
+    model = copy.deepcopy(censored)  # a copy holds a new network: it checks afresh
+    first, second = model.predict(spectra[:8]), model.predict(spectra[8:16])
+    assert len(checks) == 1 and first.meta["precision"] == second.meta["precision"]
+    model.fit(*_toy(64, seed=9))  # new weights: a new check (at the calibration), kept for predict
+    model.predict(spectra[:8])
+    assert len(checks) == 2
+
+
 def test_flags_mark_low_snr_and_stars_unlike_the_training_set(censored, held_out):
     spectra, _ = held_out
     normal = censored.predict(spectra)
