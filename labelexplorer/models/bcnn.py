@@ -421,10 +421,12 @@ class CensoredBCNNNetwork(nn.Module):
         n_trunk = len(trunk_columns)
         self.trunk_value = nn.Linear(_TRUNK_HIDDEN[1], n_trunk)
         self.trunk_log_var = nn.Linear(_TRUNK_HIDDEN[1], n_trunk)
-        self.latent = nn.Linear(_TRUNK_HIDDEN[1], latent_size)
+        with warnings.catch_warnings():  # latent_size=0 cuts the link: an empty layer is meant
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.latent = nn.Linear(_TRUNK_HIDDEN[1], latent_size)
+            _init_hidden(self.latent)
         _init_head(self.trunk_value)
         _init_head(self.trunk_log_var)
-        _init_hidden(self.latent)
         self.stop = StopGrad()
         self.register_buffer("windows", windows.to(torch.bool))
         self.branches = nn.ModuleList([
@@ -1091,7 +1093,13 @@ class CensoredBCNN(BCNN):
         ...]`` wavelength intervals (vacuum Å). The windows are saved with the model.
         ``get_params`` reports in-memory windows as wavelength intervals (JSON-friendly).
     latent_size : int
-        Units of the latent link from the 64-unit layer to the element branches.
+        Units of the latent link from the 64-unit layer to the element branches (the
+        paper: 2). The link carries what the full spectrum says about an element where
+        the training stars make it predictable (in the disc, [Al/Fe] follows the α
+        sequences), and a branch that leans on it under-weights its own window where that
+        relation breaks, as in a globular cluster. 0 cuts the link: on the mock universe the
+        slope of predicted against true [Al/H] in M13 went from 0.38 to 0.53
+        (benchmarks/eval_bcnn_mock.py ``--latent-size``).
     max_norm : float
         Max-norm bound on the latent link's weights.
     **others
