@@ -25,7 +25,7 @@ mostly measures the other jobs).
 
 Usage::
 
-    python benchmarks/bench_bcnn.py [--spectra 64] [--passes 100] [--train-spectra 512]
+    python benchmarks/bench_bcnn.py [--spectra 128] [--passes 100] [--predict-spectra 512] [--train-spectra 512]
 """
 
 from __future__ import annotations
@@ -165,6 +165,9 @@ def parallel_benchmark(run, n: int, chunk: int) -> None:
         return
     threads = torch.get_num_threads()
     starts = list(range(0, n, chunk))
+    if len(starts) < cores:
+        print(f"  ({n} spectra make {len(starts)} chunk(s) of {chunk}: too few to compare {cores} workers; use --spectra)")
+        return
     try:
         torch.set_num_threads(cores)
         intra_wall, intra_cpu, _ = timed(lambda: run(True), repeat=1)
@@ -198,7 +201,8 @@ def training_benchmark(spectra: Spectra, labels: dict, epochs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spectra", type=int, default=64, help="spectra for the inference benchmark")
+    parser.add_argument("--spectra", type=int, default=128,
+                        help="spectra for the inference benchmark (two chunks: one per worker on 2 cores)")
     parser.add_argument("--passes", type=int, default=100, help="MC dropout passes")
     parser.add_argument("--predict-spectra", type=int, default=512,
                         help="spectra for model.predict (its first chunk also runs in float32, to check bfloat16)")
