@@ -425,9 +425,9 @@ class CensoredBCNNNetwork(nn.Module):
         with warnings.catch_warnings():  # latent_size=0 cuts the link: an empty layer is meant
             warnings.filterwarnings("ignore", "Initializing zero-element tensors")
             self.latent = nn.Linear(_TRUNK_HIDDEN[1], latent_size)
+            _init_head(self.trunk_value)
+            _init_head(self.trunk_log_var)
             _init_hidden(self.latent)
-        _init_head(self.trunk_value)
-        _init_head(self.trunk_log_var)
         self.stop = StopGrad()
         self.register_buffer("windows", windows.to(torch.bool))
         self.branches = nn.ModuleList([
