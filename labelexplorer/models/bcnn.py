@@ -66,7 +66,8 @@ noisier than the network, 10 % of a few thousand spectra fix a factor only to ±
 with a single factor, more when scale and floor share the work (on the mock universe,
 600 validation spectra left [Ni/H] at 1.56). :meth:`BCNN.calibrate` refits on any
 held-out labelled stars; the error shrinks as ``1/sqrt(n)``, but grows with the square
-of the ratio of label to network error.
+of the ratio of label to network error (on the mock universe, 10,000 held-out stars put
+every label of both networks within 0.91–1.15).
 
 Flags: ``low_snr`` (known SNR below ``low_snr``) and ``outside_training_set``: the total
 uncertainty of TEFF, LOGG or FE_H above ``outside_std_factor`` times its median on
@@ -814,8 +815,8 @@ class BCNN(TorchModel, LabelModel):
         universe (benchmarks/eval_bcnn_mock.py ``--calibration-spectra``), 3,900 held-out
         stars put std((prediction − truth) / total_std) of ``bcnn-censored`` within
         0.89–1.16 for 21 of its 22 labels; [Na/H], whose label errors (0.19 dex) are four
-        times the network's, stayed at 1.37: its factor is known to ±25 %, as a 2 %
-        error in the realised label noise moves it that much.
+        times the network's, stayed at 1.37 (its factor ±25 %: a 2 % error in the
+        realised label noise moves it that much). 10,000 stars put all 22 within 0.91–1.15.
 
         Parameters
         ----------
