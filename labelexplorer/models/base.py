@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._files import atomic_directory
-from ..exceptions import LabelExplorerError, ModelFileError, NotTrainedError, UnknownNameError, did_you_mean
+from ..exceptions import LabelError, LabelExplorerError, ModelFileError, NotTrainedError, UnknownNameError, did_you_mean
 
 __all__ = ["LabelModel", "register_model", "get_model", "model_class", "available_models", "load_model",
            "dataset_hash"]
@@ -190,6 +190,8 @@ class LabelModel:
                 np.asarray(label_errors, dtype=float), names)
             if errors.shape != values.shape:
                 raise LabelExplorerError(f"label_errors: expected shape {values.shape} like labels, got {errors.shape}")
+            if np.any(errors[np.isfinite(errors)] < 0):
+                raise LabelError("label_errors: uncertainties must be >= 0")
         return values, list(names), errors
 
     def prepare(self, data):

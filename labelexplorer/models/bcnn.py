@@ -277,8 +277,7 @@ class SpectrumTrunk(nn.Module):
             with torch.no_grad():
                 # row s * 4 + c: conv2's channel c at position s of a group of four; column i * 11 + t:
                 # input channel i at tap t (conv2's kernel shifted by s, zeros around)
-                shifted = [nn.functional.pad(self.conv2.weight, (s, _POOL - 1 - s)) for s in range(_POOL)]
-                weights = (torch.stack(shifted).flatten(0, 1).flatten(1), self.conv2.bias[:, None],
+                weights = (_shifted_kernels(self.conv2.weight, 0).flatten(0, 1).flatten(1), self.conv2.bias[:, None],
                            self.dense1.weight.t(), self.dense1.bias, self.dense2.weight.t(), self.dense2.bias)
                 cached = (key, tuple(w.detach().to(dtype) for w in weights))
             self.__dict__["_inference_cache"] = cached
@@ -299,14 +298,19 @@ class SpectrumTrunk(nn.Module):
         the stem are the same.
         """
         groups = h.shape[-1] // _POOL
-        shifted = [nn.functional.pad(self.conv2.weight, (shift + 1, _POOL - 1 - shift)) for shift in range(_POOL)]
-        weight = torch.stack(shifted, 1).flatten(0, 1)
+        weight = _shifted_kernels(self.conv2.weight, 1).transpose(0, 1).flatten(0, 1)  # rows: channel * 4 + position
         out = nn.functional.conv1d(h, weight, self.conv2.bias.repeat_interleave(_POOL), stride=_POOL,
                                    padding=_KERNEL // 2)
         return torch.relu(out.view(len(h), -1, _POOL, groups).amax(2)).flatten(1)
 
     def regularised_weights(self) -> list[torch.Tensor]:
         return [self.conv1.weight, self.conv2.weight, self.dense1.weight, self.dense2.weight]
+
+
+def _shifted_kernels(weight: torch.Tensor, lead: int) -> torch.Tensor:
+    """conv2's kernel shifted by 0-3 taps, one per position of a pooling group, after *lead* zeros:
+    ``(position, out channel, in channel, lead + 11 taps)``, the block-Toeplitz weight of both conv + pool paths."""
+    return torch.stack([nn.functional.pad(weight, (shift + lead, _POOL - 1 - shift)) for shift in range(_POOL)])
 
 
 def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
@@ -725,8 +729,6 @@ class BCNN(TorchModel, LabelModel):
     def _fit(self, spectra, values, names, errors):
         windows = self._layout(names)  # the cheap checks of the labels come first
         label_mean, label_std, label_range = self._label_scaling(values, names)
-        if errors is not None and np.any(errors[np.isfinite(errors)] < 0):
-            raise LabelError("label_errors: uncertainties must be >= 0")
         self.__dict__.pop("continuum_mask_", None)  # a refit derives or loads it afresh
         spectra = self._model_grid(spectra, labels=values, names=names)
         flux = _fill_masked(spectra)
@@ -852,8 +854,6 @@ class BCNN(TorchModel, LabelModel):
         columns = [names.index(name) for name in self.label_names_]
         y = (values[:, columns] - self.label_mean_) / self.label_std_
         y_err = np.zeros_like(y) if errors is None else np.nan_to_num(errors[:, columns], nan=0.0) / self.label_std_
-        if np.any(y_err < 0):
-            raise LabelError("label_errors: uncertainties must be >= 0")
         spectra = self._model_grid(spectra)
         self._check_pixels(spectra)
         self._fit_calibration(*self._mc_moments(self._design(spectra), self.mc_passes)[:3], y, y_err, fit=True)

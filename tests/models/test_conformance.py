@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import labelexplorer as le
-from labelexplorer.exceptions import LabelExplorerError, ModelFileError, NotTrainedError, UnknownNameError
+from labelexplorer.exceptions import LabelError, LabelExplorerError, ModelFileError, NotTrainedError, UnknownNameError
 from labelexplorer.models import available_models, get_model, model_class
 
 MODELS = available_models()
@@ -68,6 +68,17 @@ def test_unknown_hyperparameter_is_refused_with_suggestion(name):
     first = next(iter(model.get_params()))
     with pytest.raises(UnknownNameError, match="did you mean"):
         model.set_params(**{first + "x": 1})
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_negative_label_errors_are_refused_before_training(name):
+    model = _quick(name)
+    data, labels = _toy_data(model)
+    errors = {key: np.full(len(data), 0.1) for key in labels}
+    errors[next(iter(errors))][0] = -0.1
+    with pytest.raises(LabelError, match="label_errors: uncertainties must be >= 0"):
+        model.fit(data, labels, errors)
+    assert not hasattr(model, "label_names_")
 
 
 @pytest.mark.parametrize("name", MODELS)
