@@ -205,19 +205,22 @@ def train_models(universe, stars, sets, *, epochs: int, passes: int, learning_ra
 def recalibrate(universe, stars, sets, models, seed: int) -> int:
     """Refit each model's calibration on its validation spectra plus the calibration set; returns their number.
 
-    The validation spectra are the ones training held out (the same split), so the
-    calibration rows are all stars the networks never trained on.
+    The validation spectra are the ones training held out (the same split: the models
+    share the validation fraction and seed), so the calibration rows are all stars the
+    networks never trained on. The spectra are read once for all models.
     """
     from labelexplorer.models.nn.training import split_indices
 
-    rows = np.flatnonzero(sets["calibration"])
     train_rows = np.flatnonzero(sets["train"])
+    fractions = {model.validation_fraction for model in models.values()}
+    if len(fractions) != 1:
+        raise ValueError(f"models with different validation fractions {sorted(fractions)} hold out different stars")
+    _, validation = split_indices(len(train_rows), fractions.pop(), seed)
+    mask = sets["calibration"].copy()
+    mask[train_rows[validation]] = True
+    spectra, labels, errors = universe.spectra("apstar", rows=mask), training_labels(stars[mask]), astronn_errors(stars[mask])
     for model in models.values():
-        _, validation = split_indices(len(train_rows), model.validation_fraction, seed)
-        mask = np.zeros(len(stars), bool)
-        mask[np.concatenate([rows, train_rows[validation]])] = True
-        model.calibrate(universe.spectra("apstar", rows=mask), training_labels(stars[mask]),
-                        astronn_errors(stars[mask]))
+        model.calibrate(spectra, labels, errors)
     return int(mask.sum())
 
 
