@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import labelexplorer as le
-from labelexplorer.exceptions import FileFormatError, LabelError, NotTrainedError, ShapeError
+from labelexplorer.exceptions import FileFormatError, LabelError, LabelExplorerError, NotTrainedError, ShapeError
 from labelexplorer.labels import ASTRONN_LABELS
-from labelexplorer.models.bcnn import BCNN, BCNNNetwork, CensoredBCNN, CensoredBCNNNetwork, mc_samples
+from labelexplorer.models.bcnn import (BCNN, BCNNNetwork, CensoredBCNN, CensoredBCNNNetwork, _refuse_dead_trunk,
+                                       mc_samples)
 from labelexplorer.models.nn import DropoutStreams, n_parameters, stopgrad_passthrough
 from labelexplorer.models.nn.device import native_cpu_bfloat16
 from labelexplorer.preprocess.grid import APOGEE_N_PIXELS, chip_slices, gap_removed_wavelength, remove_gaps
@@ -43,8 +44,10 @@ def _toy(n, seed, *, noise=0.005):
     return spectra, labels
 
 
+# the paper's recipe (no variance warm-up): the toy checks below were set on it; the warm-up has its own
+# tests, and the default (with it) runs in the conformance suite and benchmarks/eval_bcnn_mock.py
 QUICK = dict(epochs=12, batch_size=32, learning_rate=3e-3, mc_passes=16, sensitivity_passes=4, progress=False,
-             random_state=1)
+             random_state=1, variance_warmup=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +117,42 @@ def test_stopgrad_keeps_element_losses_out_of_the_trunk_heads():
     value[:, 3:].square().sum().backward()
     assert float(network.trunk.dense2.weight.grad.abs().max()) > 0
     assert all(float(g.abs().max()) == 0.0 for g in _grads(network.trunk_value))
+
+
+def test_variance_warmup_trains_the_values_and_holds_the_variances():
+    network = _small_censored(latent_zero=False)
+    batch = {"x": torch.randn(8, 64), "y": torch.randn(8, 5), "y_err": torch.full((8, 5), 0.1)}
+    model = CensoredBCNN(windows=WINDOWS)
+    for warmup in (True, False):
+        network.zero_grad(set_to_none=True)
+        model._loss(network, {**batch, "warmup": warmup}).backward()
+        log_var_heads = [network.trunk_log_var] + [branch.log_var for branch in network.branches]
+        held = all(float(g.abs().max()) == 0.0 for head in log_var_heads for g in _grads(head))
+        assert held == warmup
+        assert float(network.trunk_value.weight.grad.abs().max()) > 0
+        assert float(network.branches[1].value.weight.grad.abs().max()) > 0
+
+
+def test_the_warmup_epochs_are_never_the_kept_ones():
+    spectra, labels = _toy(96, seed=5)
+    model = BCNN(**{**QUICK, "epochs": 8, "learning_rate": 1e-3, "variance_warmup": 0.5}).fit(spectra, labels)
+    assert model.best_epoch_ > 4 and len(model.history_) >= 5
+
+
+def test_a_dead_full_spectrum_branch_is_refused():
+    network = BCNNNetwork(N_PIXELS, 3, 0.3)
+    x = torch.as_tensor(_toy(8, seed=6)[0].flux - 1.0)
+    _refuse_dead_trunk(network, x, "bcnn")  # a live one passes
+    torch.nn.init.constant_(network.trunk.dense1.bias, -1e6)  # every unit of the 192 off: the 64 are constant
+    with pytest.raises(LabelExplorerError, match="bcnn: training ended with a dead full-spectrum branch"):
+        _refuse_dead_trunk(network, x, "bcnn")
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0, 2])
+def test_a_warmup_share_outside_zero_to_one_is_refused(share):
+    spectra, labels = _toy(8, seed=4)
+    with pytest.raises(LabelExplorerError, match=r"variance_warmup: expected a share of the epochs in \[0, 1\)"):
+        BCNN(**{**QUICK, "variance_warmup": share}).fit(spectra, labels)
 
 
 def test_sensitivity_includes_the_stopgrad_path():

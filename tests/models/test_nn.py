@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from labelexplorer.exceptions import LabelExplorerError, ModelFileError
 from labelexplorer.models.nn import (DropoutStreams, MCDropout, StopGrad, TrainingSettings, apply_max_norm,
                                      choose_device, dropout_disabled, per_label_loss, resolve_precision,
                                      robust_censored_loss, run_in_chunks, stopgrad_passthrough, train)
+from labelexplorer.models.nn.device import busy_cores
 from labelexplorer.models.nn.training import load_optimizer_tensors, optimizer_tensors
 from labelexplorer.models.nn.layers import keep_mask
 
@@ -179,6 +181,40 @@ def test_min_epochs_holds_early_stopping_back():
     assert len(result.history) == 13 and result.stopped_early and result.best_epoch == 9
 
 
+def test_warmup_epochs_tell_the_loss_and_set_no_best_epoch_nor_plateau():
+    seen = []
+
+    def warm_then_constant(module, batch):  # the warm-up loss is lower: it must not become the best
+        seen.append((module.training, batch["warmup"]))
+        return (module(batch["x"]) * 0).sum() + (0.0 if batch["warmup"] else 1.0)
+
+    result = train(_fresh_net(), warm_then_constant, _tiny_problem(), _settings(epochs=30, learning_rate=0.1,
+                   warmup_epochs=5), device=torch.device("cpu"))
+    steps_per_epoch, validation_batches = 6, 1
+    per_epoch = steps_per_epoch + validation_batches
+    assert [flag for _, flag in seen[:5 * per_epoch]] == [True] * (5 * per_epoch)
+    assert not any(flag for _, flag in seen[5 * per_epoch:])
+    # epoch 6 is the first watched one and the best; lr halves after 8 and 10; 4 epochs without gain stop at 10
+    assert [r["lr"] for r in result.history] == [0.1] * 8 + [0.05] * 2
+    assert result.best_epoch == 6 and result.stopped_early
+
+
+def test_resuming_inside_the_warmup_stays_in_it(tmp_path):
+    flags = []
+
+    def loss(module, batch):
+        if module.training:
+            flags.append(batch["warmup"])
+        return _mse(module, batch)
+
+    settings = _settings(checkpoint_dir=tmp_path, warmup_epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(_fresh_net(), loss, _tiny_problem(), settings, device=torch.device("cpu"), callbacks=[_Interrupt(1)])
+    flags.clear()
+    train(_fresh_net(), loss, _tiny_problem(), settings, device=torch.device("cpu"))
+    assert flags == [True] * 6 + [False] * 24  # epoch 2 of 6 warms up, epochs 3-6 do not
+
+
 def test_best_weights_are_restored_at_the_end():
     net = _fresh_net()
     calls = {"n": 0}
@@ -271,6 +307,16 @@ def test_bad_device_requests_are_explained(name, match):
         pytest.skip("CUDA is available here")
     with pytest.raises(LabelExplorerError, match=match):
         choose_device(name)
+
+
+def test_busy_cores_counts_the_other_running_threads_not_the_last_minute(tmp_path, monkeypatch):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("1.95 1.20 0.80 1/345 6789\n")  # a busy last minute, nothing else running now
+    assert busy_cores(samples=3, interval=0.0, loadavg=loadavg) == 0.0
+    loadavg.write_text("0.10 0.20 0.30 3/345 6789\n")  # two other threads running
+    assert busy_cores(samples=3, interval=0.0, loadavg=loadavg) == 2.0
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 0.5))  # no /proc: the load average
+    assert busy_cores(loadavg=tmp_path / "absent") == 1.5
 
 
 def test_unknown_precision_is_refused():

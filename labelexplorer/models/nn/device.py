@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,7 +28,7 @@ import torch
 
 from ...exceptions import LabelExplorerError
 
-__all__ = ["choose_device", "configure_threads", "forked_rng", "flush_denormals", "autocast", "resolve_precision",
+__all__ = ["busy_cores", "choose_device", "configure_threads", "forked_rng", "flush_denormals", "autocast", "resolve_precision",
            "native_cpu_bfloat16", "precision_agrees", "memory_budget", "rows_per_chunk", "run_in_chunks", "is_out_of_memory"]
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -36,11 +38,11 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 def configure_threads() -> int:
     """Let torch use the CPU cores available to this process; returns the thread count.
 
-    Decided once per process: every core in the affinity set that is not already busy
-    (judged by the 1-minute load average), at least one. On a machine shared with other
-    jobs, OpenMP threads that wait for a descheduled sibling make a 2-thread run many
-    times slower than a 1-thread one, so busy cores are left alone. Setting
-    ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) keeps whatever torch chose from it.
+    Decided once per process: every core in the affinity set that other work keeps busy
+    right now is left alone (:func:`busy_cores`), at least one is used. On a machine
+    shared with other jobs, OpenMP threads that wait for a descheduled sibling make a
+    2-thread run many times slower than a 1-thread one. Setting ``OMP_NUM_THREADS`` (or
+    ``MKL_NUM_THREADS``) keeps whatever torch chose from it.
 
     Examples
     --------
@@ -53,14 +55,36 @@ def configure_threads() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    threads = max(1, min(cores, int(round(cores - busy))))
+    threads = max(1, min(cores, int(round(cores - busy_cores()))))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def busy_cores(samples: int = 5, interval: float = 0.01, loadavg: str | Path = "/proc/loadavg") -> float:
+    """Threads of other work running now: the median over a few reads of the running count
+    in ``/proc/loadavg``, less this reader; the 1-minute load average where that file is absent.
+
+    Not the load average alone: it remembers the last minute, so a job started just after
+    another one (a benchmark after a training run, a script after the previous one) took
+    its cores for busy and ran on half of them.
+
+    Examples
+    --------
+    >>> busy_cores() >= 0
+    True
+    """
+    counts = []
+    try:
+        for _ in range(samples):
+            counts.append(int(Path(loadavg).read_text().split()[3].split("/")[0]) - 1)
+            time.sleep(interval)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+    return float(statistics.median(counts))
 
 
 def choose_device(preference="auto") -> torch.device:

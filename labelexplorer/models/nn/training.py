@@ -71,6 +71,10 @@ CHECKPOINT_FORMAT = 1
 class TrainingSettings:
     """Knobs of :func:`train` (defaults: Leung & Bovy 2019).
 
+    ``warmup_epochs`` epochs at the start run with ``batch["warmup"]`` True, for a loss that
+    starts differently (e.g. learned variances held fixed): their validation losses are not
+    compared with the later ones, so they set no best epoch, no plateau and no early stop.
+
     Examples
     --------
     >>> TrainingSettings(epochs=3).batch_size
@@ -87,6 +91,7 @@ class TrainingSettings:
     min_delta: float = 1e-4
     early_stopping_patience: int = 4
     min_epochs: int = 0
+    warmup_epochs: int = 0
     seed: int = 0
     checkpoint_dir: str | Path | None = None
     progress: bool = True
@@ -296,8 +301,9 @@ def _jsonable(value):
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
 
-def _evaluate(module, loss_fn, data, rows: np.ndarray, batch_size: int, device, seed: int) -> float:
-    """Mean loss over *rows* with a fixed dropout seed (the same masks every epoch)."""
+def _evaluate(module, loss_fn, data, rows: np.ndarray, batch_size: int, device, seed: int,
+              warmup: bool = False) -> float:
+    """Mean loss over *rows* with a fixed dropout seed (the same masks every epoch), in the warm-up or not."""
     if rows.size == 0:
         return math.nan
     module.eval()
@@ -307,6 +313,7 @@ def _evaluate(module, loss_fn, data, rows: np.ndarray, batch_size: int, device, 
         for start in range(0, rows.size, batch_size):
             index = torch.as_tensor(rows[start:start + batch_size])
             batch = {key: value[index].to(device, non_blocking=True) for key, value in data.items()}
+            batch["warmup"] = warmup
             total += float(loss_fn(module, batch)) * index.numel()
     module.train()
     return total / rows.size
@@ -320,14 +327,16 @@ def _after_epoch(state: _LoopState, settings: TrainingSettings, val_loss: float,
     monitored = val_loss if math.isfinite(val_loss) else train_loss
     record = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss, "lr": state.lr}
     lr, plateau_best, plateau_wait = state.lr, state.plateau_best, state.plateau_wait
-    if monitored < plateau_best - settings.min_delta:
+    warmed_up = epoch > settings.warmup_epochs  # the warm-up's loss is another one: not watched
+    if warmed_up and monitored < plateau_best - settings.min_delta:
         plateau_best, plateau_wait = monitored, 0
-    else:
+    elif warmed_up:
         plateau_wait += 1
         if plateau_wait >= settings.lr_patience and settings.schedule == "plateau":
             lr, plateau_wait = max(lr * settings.lr_factor, settings.min_lr), 0
     best_loss, best_epoch, early_wait = state.best_loss, state.best_epoch, state.early_wait
-    if epoch >= min(settings.min_epochs, settings.epochs):  # before min_epochs: no best epoch, no stopping
+    if epoch >= min(max(settings.min_epochs, settings.warmup_epochs + 1), settings.epochs):
+        # before min_epochs and during the warm-up: no best epoch, no stopping
         if monitored < best_loss - settings.min_delta or best_epoch == 0:
             best_loss, best_epoch, early_wait = monitored, epoch, 0
             best = module_tensors(module)
@@ -355,7 +364,8 @@ def train(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], to
         On *device* already.
     loss_fn : callable
         ``loss_fn(module, batch) -> scalar tensor`` where *batch* maps the keys of *data*
-        to the rows of one mini-batch (on *device*). Regularisation belongs in here.
+        to the rows of one mini-batch (on *device*), and ``"warmup"`` to whether the epoch is
+        one of ``settings.warmup_epochs``. Regularisation belongs in here.
     data : mapping of str to tensor
         Same-length tensors (kept where they are; mini-batches are moved to *device*).
     settings : TrainingSettings
@@ -469,7 +479,7 @@ class _Run:
         for step in range(state.step, self.batches_per_epoch):
             self._step(rows[step * settings.batch_size:(step + 1) * settings.batch_size], step)
         val_loss = _evaluate(self.module, self.loss_fn, self.data, self.val_rows, max(settings.batch_size, 256),
-                             self.device, _derived_seed(settings.seed, 2**31))
+                             self.device, _derived_seed(settings.seed, 2**31), self._warming_up())
         self.state, self.best = _after_epoch(self.state, settings, val_loss, self.module, self.best)
         if self.checkpoint is not None:
             self.checkpoint.save(self.state, self.module, self.best, self.optimizer)
@@ -485,8 +495,12 @@ class _Run:
             for parameter in group["params"]:
                 parameter.requires_grad_(True)
 
+    def _warming_up(self) -> bool:
+        return self.state.epoch < self.settings.warmup_epochs
+
     def _step(self, index: torch.Tensor, step: int) -> None:
         batch = {key: value[index].to(self.device, non_blocking=True) for key, value in self.data.items()}
+        batch["warmup"] = self._warming_up()
         lr = self.state.lr
         if self.settings.schedule == "cosine-restarts":
             settings = self.settings
