@@ -1149,9 +1149,11 @@ class CensoredBCNN(BCNN):
         paper: 2). The link carries what the full spectrum says about an element where
         the training stars make it predictable (in the disc, [Al/Fe] follows the α
         sequences), and a branch that leans on it under-weights its own window where that
-        relation breaks, as in a globular cluster. 0 cuts the link: on the mock universe the
+        relation breaks, as in a globular cluster. 0 cuts the link: on the mock universe,
+        trained with the paper's recipe (``variance_warmup=0``) and no cluster star, the
         slope of predicted against true [Al/H] in M13 went from 0.38 to 0.53
-        (benchmarks/eval_bcnn_mock.py ``--latent-size``).
+        (benchmarks/eval_bcnn_mock.py ``--latent-size``); the variance warm-up did more
+        (0.58 with the link kept).
     max_norm : float
         Max-norm bound on the latent link's weights.
     **others
