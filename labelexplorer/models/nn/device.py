@@ -28,8 +28,9 @@ import torch
 
 from ...exceptions import LabelExplorerError
 
-__all__ = ["busy_cores", "choose_device", "configure_threads", "forked_rng", "flush_denormals", "autocast", "resolve_precision",
-           "native_cpu_bfloat16", "precision_agrees", "memory_budget", "rows_per_chunk", "run_in_chunks", "is_out_of_memory"]
+__all__ = ["busy_cores", "choose_device", "configure_threads", "forked_rng", "flush_denormals", "autocast",
+           "resolve_precision", "native_cpu_bfloat16", "precision_agrees", "memory_budget", "rows_per_chunk",
+           "run_in_chunks", "is_out_of_memory"]
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
