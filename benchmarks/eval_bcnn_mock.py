@@ -41,7 +41,7 @@ Usage::
 
     python benchmarks/eval_bcnn_mock.py [--universe DIR] [--train 3000 --epochs 30 --passes 50 --learning-rate 1e-3]
                                         [--calibration-spectra 3000] [--globular-in-training 0.03]
-                                        [--variance-warmup 0.25] [--latent-size 2]
+                                        [--variance-warmup 0.5] [--latent-size 2]
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def print_block(title: str, frame) -> None:
 
 # ----------------------------------------------------------------------------- the experiments
 def train_models(universe, stars, sets, *, epochs: int, passes: int, learning_rate: float, seed: int,
-                 progress: bool, latent_size: int = 2, variance_warmup: float = 0.25):
+                 progress: bool, latent_size: int = 2, variance_warmup: float = 0.5):
     spectra = universe.spectra("apstar", rows=sets["train"])
     labels = training_labels(stars[sets["train"]])
     errors = astronn_errors(stars[sets["train"]])
@@ -301,7 +301,7 @@ def globular_cluster(models, predictions, truth: pd.DataFrame, train_labels: pd.
 
 
 def smaller_training_sets(stars, sets, spectra, labels, *, epochs, passes, learning_rate, seed, test_spectra,
-                          test_truth, smallest: int = 5, variance_warmup: float = 0.25) -> pd.DataFrame:
+                          test_truth, smallest: int = 5, variance_warmup: float = 0.5) -> pd.DataFrame:
     """Table 3: the censored network trained on 1/2 ... 1/2**smallest of the training set."""
     errors = astronn_errors(stars[sets["train"]])
     order = np.random.default_rng(seed).permutation(len(spectra))
@@ -329,7 +329,7 @@ def smaller_training_sets(stars, sets, spectra, labels, *, epochs, passes, learn
 def evaluate(universe, *, n_train: int, epochs: int, passes: int, learning_rate: float = 5e-4, seed: int = 0,
              globular_fraction: float = 0.0, n_calibration: int = 0, table3: bool = True, table3_smallest: int = 5,
              progress: bool = False, save_models: Path | None = None, latent_size: int = 2,
-             variance_warmup: float = 0.25) -> dict:
+             variance_warmup: float = 0.5) -> dict:
     """Run every experiment; returns the tables (pandas) by name (the trained models saved
     under *save_models*/<name> if given, after any recalibration)."""
     stars = universe.spectrum_stars
@@ -392,7 +392,7 @@ def main() -> None:
     parser.add_argument("--latent-size", type=int, default=2,
                         help="units of the censored network's latent link (the paper: 2; 0 cuts the link, "
                              "an ablation for the globular-cluster experiment)")
-    parser.add_argument("--variance-warmup", type=float, default=0.25, metavar="SHARE",
+    parser.add_argument("--variance-warmup", type=float, default=0.5, metavar="SHARE",
                         help="share of the epochs with the learned variances held at 1 (0: the paper's recipe)")
     parser.add_argument("--no-table3", action="store_true", help="skip the training-set-size study")
     parser.add_argument("--json", help="also write the tables to this JSON file")
