@@ -1154,7 +1154,7 @@ class CensoredBCNN(BCNN):
         trained with the paper's recipe (``variance_warmup=0``) and no cluster star, the
         slope of predicted against true [Al/H] in M13 went from 0.38 to 0.53
         (benchmarks/eval_bcnn_mock.py ``--latent-size``); the variance warm-up did more
-        (0.58 with the link kept).
+        (0.63 with the link kept, ``variance_warmup=0.5``).
     max_norm : float
         Max-norm bound on the latent link's weights.
     **others
