@@ -764,7 +764,8 @@ class BCNN(TorchModel, LabelModel):
             del self._callbacks
 
     def _fit(self, spectra, values, names, errors):
-        windows = self._layout(names)  # the cheap checks of the labels come first
+        settings = self._training_settings()  # the cheap checks of hyperparameters and labels come first
+        windows = self._layout(names)
         label_mean, label_std, label_range = self._label_scaling(values, names)
         self.__dict__.pop("continuum_mask_", None)  # a refit derives or loads it afresh
         spectra = self._model_grid(spectra, labels=values, names=names)
@@ -784,7 +785,7 @@ class BCNN(TorchModel, LabelModel):
             data = {"x": x, "y": y, "y_err": y_err}
             if sum(t.numel() * 4 for t in data.values()) < memory_budget(device):
                 data = {key: value.to(device) for key, value in data.items()}
-            result = train(network, self._loss, data, self._training_settings(), device=device,
+            result = train(network, self._loss, data, settings, device=device,
                            constrain=lambda module: module.constrain(), callbacks=getattr(self, "_callbacks", ()),
                            fingerprint=self._fingerprint(flux, values, errors, names))
         network.eval()
