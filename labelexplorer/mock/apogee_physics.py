@@ -905,7 +905,8 @@ _GAP_ERROR = 1e10
 
 @lru_cache(maxsize=1)
 def _instrument() -> dict:
-    """Fixed features of the instrument: on-chip pixels, edge distance, bad detector columns, sky lines."""
+    """Fixed features of the instrument: on-chip pixels, edge distance, bad detector columns, and the
+    relative brightness of the sky lines (placed per visit by :func:`_sky_profile`)."""
     on_chip = np.zeros(APOGEE_N_PIXELS, dtype=bool)
     edge = np.full(APOGEE_N_PIXELS, 10_000)
     for start, end in CHIP_RANGES["dr13"]:
@@ -920,14 +921,26 @@ def _instrument() -> dict:
     bad = np.unique(np.concatenate([s + np.arange(w) for s, w in zip(starts, widths)]))
     # relative brightness of each airglow line: not measured here, a fixed spread of a factor ~10
     brightness = 10.0 ** pattern.uniform(-0.8, 0.3, size=SKY_LINES.size)
-    sky_profile = np.zeros(APOGEE_N_PIXELS)
-    centres = _pixel_position(SKY_LINES)
-    pixels = np.arange(APOGEE_N_PIXELS)
-    for centre, level in zip(centres, brightness):
-        window = slice(max(int(centre) - 8, 0), min(int(centre) + 9, APOGEE_N_PIXELS))
-        sky_profile[window] += level * np.exp(-0.5 * ((pixels[window] - centre) / _SIGMA_LSF_KMS * _PIXEL_KMS) ** 2)
     return dict(on_chip=on_chip, chip_pixels=chip_pixels, edge_factor=1.0 + 300.0 * np.exp(-edge / 1.5),
-                bad_columns=bad[bad < APOGEE_N_PIXELS], sky=sky_profile)
+                bad_columns=bad[bad < APOGEE_N_PIXELS], sky_brightness=brightness)
+
+
+def _rest_frame_shift(velocity: float) -> float:
+    """Pixels by which the observed frame moves in the star's rest frame for a Doppler shift
+    *velocity* (km/s): ``λ_rest = λ_obs / (1 + v/c)``, so approaching stars (v < 0) see the
+    sky lines and detector columns at larger rest-frame wavelengths (M13's -245 km/s: +59 px)."""
+    return -np.log10(1.0 + velocity / _C_KMS) / APOGEE_LOG_STEP
+
+
+def _sky_profile(instrument: dict, velocity: float) -> np.ndarray:
+    """Relative airglow flux on the rest-frame grid of a star observed with Doppler shift *velocity*."""
+    profile = np.zeros(APOGEE_N_PIXELS)
+    centres = _pixel_position(SKY_LINES) + _rest_frame_shift(velocity)
+    pixels = np.arange(APOGEE_N_PIXELS)
+    for centre, level in zip(centres, instrument["sky_brightness"]):
+        window = slice(min(max(int(centre) - 8, 0), APOGEE_N_PIXELS), min(max(int(centre) + 9, 0), APOGEE_N_PIXELS))
+        profile[window] += level * np.exp(-0.5 * ((pixels[window] - centre) / _SIGMA_LSF_KMS * _PIXEL_KMS) ** 2)
+    return profile
 
 
 def _generators(rng, n: int) -> list:
@@ -946,15 +959,14 @@ def _visit_errors(model_flux, level, sky, instrument, snr_visit):
     return np.sqrt(variance) * instrument["edge_factor"]
 
 
-def _visit_artefacts(rng, instrument, n_pix: int):
+def _visit_artefacts(rng, instrument, n_pix: int, velocity: float):
     """Bitmask and (excess flux fraction, error factor) of one visit's detector artefacts."""
     bitmask = np.zeros(n_pix, dtype=np.int64)
     excess = np.zeros(n_pix)
     factor = np.ones(n_pix)
     on_chip = instrument["on_chip"]
-    # bad detector columns land on different rest-frame pixels from visit to visit (radial velocity)
-    shift = int(rng.integers(-6, 7))
-    bad = np.clip(instrument["bad_columns"] + shift, 0, n_pix - 1)
+    # bad detector columns land on the rest-frame pixels the visit's Doppler shift maps them to
+    bad = np.clip(instrument["bad_columns"] + int(round(_rest_frame_shift(velocity))), 0, n_pix - 1)
     bad = bad[on_chip[bad]]
     bitmask[bad] |= _BIT["BADPIX"] | _BIT["BADDARK"] | _BIT["BADFLAT"] | _BIT["NOT_ENOUGH_PSF"]
     factor[bad] *= 1.2
@@ -974,9 +986,25 @@ def _visit_artefacts(rng, instrument, n_pix: int):
     return bitmask, excess, factor
 
 
-def _observe_star(model_flux, snr, rng, instrument, n_visits):
-    """apStar rows (flux, error, bitmask) and visit S/N of one star; errors scaled to the requested S/N."""
-    n_pix = model_flux.size
+def _visit_velocities(velocity, n: int, n_visits: int) -> np.ndarray:
+    """*velocity* as an (n, n_visits) array of finite km/s (one number, one per star, or one per visit)."""
+    values = np.asarray(velocity, dtype=float)
+    if values.ndim == 1 and values.shape == (n,):
+        values = values[:, None]
+    try:
+        values = np.broadcast_to(values, (n, n_visits))
+    except ValueError:
+        values = None
+    if values is None or not np.all(np.isfinite(values)) or np.any(np.abs(values) > 0.1 * _C_KMS):
+        raise SpectrumError(f"velocity: expected finite Doppler shifts in km/s (|v| < {0.1 * _C_KMS:.0f}), one "
+                            f"number, {n} (per star) or {n} x {n_visits} (per visit), got shape {np.shape(velocity)}")
+    return values
+
+
+def _observe_star(model_flux, snr, rng, instrument, velocities):
+    """apStar rows (flux, error, bitmask) and visit S/N of one star, one visit per Doppler shift in
+    *velocities*; errors scaled to the requested S/N."""
+    n_pix, n_visits = model_flux.size, len(velocities)
     on_chip = instrument["on_chip"]
     level = float(np.mean(model_flux[on_chip]))
     sky_scale = _F_H_ZERO * 10.0 ** (-0.4 * 12.0) * rng.lognormal(0.0, 0.4, size=n_visits)
@@ -985,8 +1013,8 @@ def _observe_star(model_flux, snr, rng, instrument, n_visits):
     excess = np.empty((n_visits, n_pix))
     bitmasks = np.empty((n_visits, n_pix), dtype=np.int64)
     for visit in range(n_visits):
-        sky = sky_scale[visit] * instrument["sky"]
-        bitmasks[visit], excess[visit], factor = _visit_artefacts(rng, instrument, n_pix)
+        sky = sky_scale[visit] * _sky_profile(instrument, velocities[visit])
+        bitmasks[visit], excess[visit], factor = _visit_artefacts(rng, instrument, n_pix, velocities[visit])
         bitmasks[visit, on_chip & (sky > 0.2 * model_flux)] |= _BIT["SIG_SKYLINE"]
         errors[visit] = _visit_errors(model_flux, level, sky, instrument, visit_snr[visit]) * factor
     either = np.bitwise_or.reduce(bitmasks, axis=0)
@@ -1018,7 +1046,8 @@ def _observe_star(model_flux, snr, rng, instrument, n_visits):
     return flux_rows, error_rows, mask_rows, visit_snr
 
 
-def observe(normalized: np.ndarray, continuum: np.ndarray, snr, rng, *, visits: int | None = None) -> dict:
+def observe(normalized: np.ndarray, continuum: np.ndarray, snr, rng, *, visits: int | None = None,
+            velocity=0.0) -> dict:
     """Noisy apStar-like spectra: flux, error and APOGEE_PIXMASK bitmask.
 
     Parameters
@@ -1039,6 +1068,11 @@ def observe(normalized: np.ndarray, continuum: np.ndarray, snr, rng, *, visits: 
         visit is one row; k > 1 visits give k + 2 rows (pixel-weighted and global-weighted
         combinations, then the visits; bitmask row 0 is the OR and row 1 the AND of the
         visits). Each visit has its own sky, bad-pixel shift, cosmic rays and persistence.
+    velocity : float or array_like of shape (n,) or (n, visits), optional
+        Doppler shift of each visit (km/s, the apStar ``VRADn``: heliocentric velocity minus
+        the barycentric correction). The spectra are in the star's rest frame, so the sky
+        lines and bad detector columns of a visit land ``-v / 4.14`` pixels from their
+        observed-frame positions. Default 0.
 
     Returns
     -------
@@ -1053,8 +1087,8 @@ def observe(normalized: np.ndarray, continuum: np.ndarray, snr, rng, *, visits: 
     ShapeError
         If the arrays are not (n, 8575) with matching n.
     SpectrumError
-        If *snr* is not positive and finite, *visits* is not a positive integer, or *rng*
-        is not a Generator (or one per spectrum).
+        If *snr* is not positive and finite, *visits* is not a positive integer, *velocity*
+        is not finite (or of another shape), or *rng* is not a Generator (or one per spectrum).
 
     Examples
     --------
@@ -1078,12 +1112,13 @@ def observe(normalized: np.ndarray, continuum: np.ndarray, snr, rng, *, visits: 
         raise SpectrumError(f"snr: expected a positive finite number or {n} of them")
     if visits is not None and (isinstance(visits, bool) or not isinstance(visits, (int, np.integer)) or visits < 1):
         raise SpectrumError(f"visits: expected a positive integer or None, got {visits!r}")
+    velocities = _visit_velocities(velocity, n, visits or 1)
     generators = _generators(rng, n)
     instrument = _instrument()
     model = normalized * continuum
     if np.any(model[:, instrument["on_chip"]] <= 0) or not np.all(np.isfinite(model)):
         raise SpectrumError("observe: normalized * continuum must be positive and finite on the detector chips")
-    results = [_observe_star(model[i], snr[i], generators[i], instrument, visits or 1) for i in range(n)]
+    results = [_observe_star(model[i], snr[i], generators[i], instrument, velocities[i]) for i in range(n)]
     flux = np.array([r[0] for r in results], dtype=np.float32)
     error = np.array([r[1] for r in results], dtype=np.float32)
     bitmask = np.array([r[2] for r in results]).astype(np.int16)

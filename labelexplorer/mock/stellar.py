@@ -44,6 +44,12 @@ Mészáros et al.):
   Gaia EDR3 polynomial of Riello et al. (2021), extinction ``A_λ/A_K`` = J 2.5, H 1.55,
   K 1, G 7.4, BP 9.5, RP 5.5; distances follow from a drawn apparent H magnitude
   (APOGEE selects 7 < H < 13.8); parallaxes with Gaia-like errors growing with G;
+- heliocentric radial velocities ``VHELIO_AVG`` (own stream ``KINEMATICS_STREAM``): field
+  stars see the reflex of the Sun's motion relative to their component (thin disc, thick
+  disc lagging 40 km/s, a non-rotating halo) plus its dispersion (30/60/120 km/s); cluster
+  members their cluster's systemic velocity (M67 +33.6, NGC 6819 +2.5, M13 -244.5 km/s)
+  and internal dispersion. The spectra are in the rest frame, so M13's sky lines fall
+  elsewhere than the field's (one of them on its Al I 16768 Å line, as in the paper's M13);
 - SNR ``∝ 10^(-0.2 (H - 11.5)) · sqrt(NVISITS)`` with a log-normal scatter (median
   ~100, long tail to >1000); 1–3 visits for most stars;
 - pipeline-like labels: truth plus Gaussian errors ``σ = floor + slope · 100/SNR``,
@@ -80,6 +86,16 @@ POPULATION_STREAM = 1
 
 SUBSTRUCTURE_STREAM = 2
 """Second entry of the seed sequence of a block's halo substructure (accreted stars, escapees)."""
+
+KINEMATICS_STREAM = 3
+"""Second entry of the seed sequence of a block's heliocentric radial velocities."""
+
+# Line-of-sight velocities of the field: the Sun's motion relative to each component's mean
+# (peculiar motion U, V, W of Schönrich et al. 2010 plus the component's rotation lag behind the
+# Sun's circular velocity of ~233 km/s) and the component's velocity dispersion (km/s)
+_SOLAR_MOTION = np.array([11.1, 12.24, 7.25])
+_ROTATION_LAG = {"thin_disc": 0.0, "thick_disc": 40.0, "halo": 233.0, "accreted_halo": 233.0}
+_VELOCITY_DISPERSION = {"thin_disc": 30.0, "thick_disc": 60.0, "halo": 120.0, "accreted_halo": 150.0}
 
 ACCRETED_FRACTION = 0.7
 """Fraction of the field halo that was accreted (Gaia-Enceladus-like chemistry)."""
@@ -127,25 +143,25 @@ _FIELD_FRACTIONS = {"red_giant": 0.42, "red_clump": 0.14, "dwarf": 0.20, "m_dwar
 #: name -> cluster facts used by the generator
 CLUSTERS = {
     "M67": dict(fraction=0.04, fe_h=0.00, alpha=0.0, distance_pc=860.0, ak=0.013, mass=1.35,
-                ra=132.846, dec=11.814, radius_deg=0.5, kind="open",
+                ra=132.846, dec=11.814, radius_deg=0.5, kind="open", vhelio=33.6, sigma_v=0.8,
                 # (Teff, logg, relative number density) along an isochrone-like sequence, MS to RGB tip
                 track=((4900, 4.60, 1.0), (5400, 4.50, 1.0), (5800, 4.35, 1.0), (6250, 4.05, 0.6),
                        (5900, 3.85, 0.3), (5100, 3.65, 0.3), (4900, 3.30, 0.4), (4600, 2.60, 0.4),
                        (4300, 1.80, 0.2), (4050, 1.20, 0.1)),
                 clump=(4750.0, 2.45, 0.12)),
     "NGC6819": dict(fraction=0.03, fe_h=0.09, alpha=0.0, distance_pc=2400.0, ak=0.055, mass=1.60,
-                    ra=295.327, dec=40.190, radius_deg=0.2, kind="open",
+                    ra=295.327, dec=40.190, radius_deg=0.2, kind="open", vhelio=2.5, sigma_v=1.0,
                     track=((6000, 4.30, 0.3), (6400, 4.00, 0.4), (6100, 3.75, 0.3),
                            (5200, 3.55, 0.3), (4950, 3.20, 0.5), (4650, 2.60, 0.6), (4350, 1.90, 0.3),
                            (4050, 1.30, 0.1)),
                     clump=(4800.0, 2.50, 0.25)),
     "M13": dict(fraction=0.03, fe_h=-1.55, alpha=0.30, distance_pc=7100.0, ak=0.007, mass=0.80,
-                ra=250.423, dec=36.461, radius_deg=0.25, kind="globular",
+                ra=250.423, dec=36.461, radius_deg=0.25, kind="globular", vhelio=-244.5, sigma_v=7.1,
                 track=((5000, 2.80, 0.6), (4750, 2.20, 1.0), (4500, 1.60, 1.0), (4300, 1.10, 0.6),
                        (4100, 0.70, 0.3)),
                 clump=None),
 }
-_YOUNG_REGION = dict(name="IC348", ra=56.13, dec=32.16, radius_deg=0.3, distance_pc=320.0)
+_YOUNG_REGION = dict(name="IC348", ra=56.13, dec=32.16, radius_deg=0.3, distance_pc=320.0, vhelio=15.5, sigma_v=0.7)
 _SPECIAL_FIELDS = {"M67": "M67", "NGC6819": "N6819", "M13": "M13", "yso": "IC348"}
 
 # Dwarf-sequence colours and bolometric corrections against Teff (after Pecaut & Mamajek 2013):
@@ -309,6 +325,8 @@ def _block(seed: int, block: int) -> pd.DataFrame:
 
     position = _positions(rng, kind)
     stars.update(position)
+    kinematics = np.random.default_rng([int(seed), KINEMATICS_STREAM, block])
+    stars["VHELIO_AVG"] = _radial_velocities(kinematics, kind, component, position["GLON"], position["GLAT"])
     photometry = _photometry(rng, kind, teff, logg, mass)
     true_ak = photometry.pop("_AK")
     stars.update(photometry)
@@ -568,6 +586,22 @@ def _positions(rng, kind):
     telescope = np.where(dec < -15.0, "lco25m", "apo25m").astype(object)
     return {"APOGEE_ID": _apogee_ids(ra, dec), "TELESCOPE": telescope, "FIELD": field,
             "RA": ra, "DEC": dec, "GLON": glon, "GLAT": glat}
+
+
+def _radial_velocities(rng, kind, component, glon, glat) -> np.ndarray:
+    """Heliocentric radial velocities (km/s): cluster members at their cluster's systemic velocity
+    plus its internal dispersion, field stars at the reflex of the Sun's motion relative to their
+    component, projected on the line of sight, plus the component's dispersion."""
+    l, b = np.radians(glon), np.radians(glat)
+    direction = np.stack([np.cos(b) * np.cos(l), np.cos(b) * np.sin(l), np.sin(b)], axis=1)
+    lag = np.array([_ROTATION_LAG.get(c, 0.0) for c in component])
+    relative = _SOLAR_MOTION + lag[:, None] * np.array([0.0, 1.0, 0.0])
+    dispersion = np.array([_VELOCITY_DISPERSION.get(c, 30.0) for c in component])
+    velocity = -(relative * direction).sum(axis=1) + dispersion * rng.standard_normal(kind.size)
+    for name, facts in {**CLUSTERS, "yso": _YOUNG_REGION}.items():
+        members = kind == name
+        velocity[members] = facts["vhelio"] + facts["sigma_v"] * rng.standard_normal(int(members.sum()))
+    return velocity
 
 
 def _apogee_ids(ra, dec) -> np.ndarray:

@@ -16,7 +16,10 @@ done in ``universe.json`` only after all its files are complete, so an interrupt
 (Ctrl-C, a killed process) resumes where it stopped when called again with the same
 arguments. Everything is deterministic: star *i*'s labels depend only on ``(seed, i)``
 (see :mod:`~labelexplorer.mock.stellar`), its APOGEE noise, visits and bad pixels
-come from ``numpy.random.default_rng([seed, i])``, and no file holds a timestamp, so the
+come from ``numpy.random.default_rng([seed, i])`` (its visits fall within two months of
+its opposition, and each visit's Doppler shift, ``VHELIO_AVG`` minus the barycentric
+correction of its date, places the sky lines and bad columns on the rest-frame grid),
+and no file holds a timestamp, so the
 same seed gives byte-identical files and :func:`regenerate_star` rebuilds any star's
 spectrum alone.
 
@@ -52,8 +55,8 @@ from ..labels import MISSING
 from . import writers
 from .stellar import LABEL_NAMES, physics_labels, population
 
-__all__ = ["make_universe", "Universe", "regenerate_star", "configure_parser", "run", "CHUNK_SIZE",
-           "MANIFEST_NAME", "ALLSTAR_NAME"]
+__all__ = ["make_universe", "Universe", "regenerate_star", "barycentric_correction", "configure_parser", "run",
+           "CHUNK_SIZE", "MANIFEST_NAME", "ALLSTAR_NAME"]
 
 CHUNK_SIZE = 500
 """Stars per resumable chunk of APOGEE or LAMOST spectra."""
@@ -170,8 +173,10 @@ def _simulate_apogee(stars: pd.DataFrame, seed: int) -> list[dict]:
     for row, star in enumerate(stars.itertuples(index=False)):
         index, nvisits = int(star.MOCK_INDEX), int(star.NVISITS)
         rng = np.random.default_rng([seed, index])
+        mjd = _visit_mjds(seed, index, nvisits, float(star.RA), float(star.DEC))
+        correction = barycentric_correction(float(star.RA), float(star.DEC), mjd)
         observed = apogee_physics.observe(normalized[row:row + 1], continuum[row:row + 1], float(star.SNR), rng,
-                                          visits=nvisits)
+                                          visits=nvisits, velocity=(float(star.VHELIO_AVG) - correction)[None])
         flux = np.asarray(observed["flux"], dtype=np.float32).reshape(-1, normalized.shape[1])
         error = np.asarray(observed["error"], dtype=np.float32).reshape(flux.shape)
         bitmask = np.asarray(observed["bitmask"]).reshape(flux.shape)
@@ -183,21 +188,79 @@ def _simulate_apogee(stars: pd.DataFrame, seed: int) -> list[dict]:
         out.append(dict(flux=flux, error=error, bitmask=bitmask, visit_snr=np.ravel(observed["visit_snr"]),
                         aspcap_flux=aspcap_flux.astype(np.float32), aspcap_error=aspcap_error.astype(np.float32),
                         model=np.where(on_chip, normalized[row], 0.0).astype(np.float32),
-                        fparam_noise=extra * writers.fparam_scale(), visit_mjd=_visit_mjds(seed, index, nvisits)))
+                        fparam_noise=extra * writers.fparam_scale(), visit_mjd=mjd,
+                        visit_bc=correction))
     return out
 
 
-def _visit_mjds(seed: int, index: int, nvisits: int) -> np.ndarray:
-    """Deterministic visit dates: a season start between 2014 and 2020, visits days to weeks apart."""
+def _visit_mjds(seed: int, index: int, nvisits: int, ra: float, dec: float) -> np.ndarray:
+    """Deterministic visit dates: a season in 2014-2019 within two months of the star's opposition
+    (when it is up at night), visits days to weeks apart."""
     rng = np.random.default_rng([seed, index, _VISIT_STREAM])
-    start = 56700.0 + 2200.0 * rng.random()
+    year_start = 56658.0 + 365.25 * rng.integers(0, 6)  # 1 January 2014-2019
+    longitude, _ = _ecliptic(ra, dec)
+    target = longitude + 180.0 + rng.uniform(-60.0, 60.0)  # the Sun's longitude at the first visit
+    sun_at_start = _sun_longitude(year_start)
+    start = year_start + ((target - sun_at_start) % 360.0) / _SUN_DEGREES_PER_DAY
     return start + np.concatenate([[0.0], np.cumsum(rng.uniform(1.0, 40.0, nvisits - 1))])
+
+
+_OBLIQUITY_DEG = 23.439
+_EARTH_ORBITAL_KMS = 29.785
+_SUN_DEGREES_PER_DAY = 0.9856474
+
+
+def _ecliptic(ra, dec) -> tuple[np.ndarray, np.ndarray]:
+    """Ecliptic longitude and latitude (degrees) of equatorial coordinates (degrees, J2000)."""
+    a, d, e = np.radians(ra), np.radians(dec), np.radians(_OBLIQUITY_DEG)
+    x, y, z = np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)
+    y_ecl, z_ecl = y * np.cos(e) + z * np.sin(e), -y * np.sin(e) + z * np.cos(e)
+    return np.degrees(np.arctan2(y_ecl, x)) % 360.0, np.degrees(np.arcsin(np.clip(z_ecl, -1.0, 1.0)))
+
+
+def _sun_longitude(mjd) -> np.ndarray:
+    """Apparent ecliptic longitude of the Sun (degrees; low-precision formula, ~0.01 degree)."""
+    days = np.asarray(mjd, dtype=float) - 51544.5
+    mean_anomaly = np.radians(357.528 + 0.9856003 * days)
+    return (280.460 + _SUN_DEGREES_PER_DAY * days + 1.915 * np.sin(mean_anomaly)
+            + 0.020 * np.sin(2.0 * mean_anomaly)) % 360.0
+
+
+def barycentric_correction(ra: float, dec: float, mjd) -> np.ndarray:
+    """The Earth's orbital velocity towards a star (km/s): heliocentric velocity = Doppler shift + this.
+
+    A circular orbit (29.79 km/s) and the Sun's low-precision longitude: within ~0.5 km/s of
+    the exact correction (the Earth's rotation, 0.4 km/s at most, is left out), which is
+    plenty to place sky lines on the rest-frame grid to a tenth of a pixel.
+
+    Parameters
+    ----------
+    ra, dec : float
+        Position (degrees, J2000).
+    mjd : float or array_like
+        Dates (modified Julian days).
+
+    Returns
+    -------
+    numpy.ndarray
+        One correction per date; ``29.79 cos β sin(λ_sun - λ)`` in ecliptic coordinates.
+
+    Examples
+    --------
+    >>> bc = barycentric_correction(250.423, 36.461, 57000.0 + np.arange(0, 365, 30))
+    >>> bool(np.all(np.abs(bc) < 29.79 * np.cos(np.radians(57.0)) + 0.5))  # M13 is 57 degrees off the ecliptic
+    True
+    """
+    longitude, latitude = _ecliptic(ra, dec)
+    return (_EARTH_ORBITAL_KMS * np.cos(np.radians(latitude))
+            * np.sin(np.radians(_sun_longitude(mjd) - longitude)))
 
 
 def _apogee_files(star: dict, spectra: dict) -> tuple[bytes, bytes]:
     """The bytes of one star's apStar and aspcapStar files."""
     apstar = writers.apstar_bytes(star, spectra["flux"], spectra["error"], spectra["bitmask"],
-                                  visit_snr=spectra["visit_snr"], visit_mjd=spectra["visit_mjd"])
+                                  visit_snr=spectra["visit_snr"], visit_mjd=spectra["visit_mjd"],
+                                  visit_bc=spectra["visit_bc"])
     aspcap = writers.aspcapstar_bytes(star, spectra["aspcap_flux"], spectra["aspcap_error"], spectra["model"],
                                       fparam_noise=spectra["fparam_noise"])
     return apstar, aspcap

@@ -99,7 +99,7 @@ def aspcapstar_name(apogee_id: str) -> str:
 _ALLSTAR_FRONT = ("APOGEE_ID", "TELESCOPE", "FIELD", "RA", "DEC", "GLON", "GLAT", "J", "J_ERR", "H", "H_ERR",
                   "K", "K_ERR", "AK_TARG", "GAIAEDR3_PARALLAX", "GAIAEDR3_PARALLAX_ERROR",
                   "GAIAEDR3_PHOT_G_MEAN_MAG", "GAIAEDR3_PHOT_BP_MEAN_MAG", "GAIAEDR3_PHOT_RP_MEAN_MAG",
-                  "NVISITS", "SNR", "STARFLAG", "ASPCAPFLAG", "TEFF", "TEFF_ERR", "LOGG", "LOGG_ERR", "M_H",
+                  "NVISITS", "SNR", "VHELIO_AVG", "STARFLAG", "ASPCAPFLAG", "TEFF", "TEFF_ERR", "LOGG", "LOGG_ERR", "M_H",
                   "M_H_ERR", "ALPHA_M", "ALPHA_M_ERR", "VMICRO", "VSINI", "FE_H", "FE_H_ERR")
 _DOUBLE_COLUMNS = ("RA", "DEC", "GLON", "GLAT")
 
@@ -311,7 +311,8 @@ def _star_cards(star: Mapping) -> list[tuple]:
     ]
 
 
-def write_apstar(path, star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_mjd=None) -> Path:
+def write_apstar(path, star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_mjd=None,
+                 visit_bc=None) -> Path:
     """Write one star's apStar-like file (see :func:`apstar_bytes` for the arguments).
 
     Examples
@@ -327,10 +328,11 @@ def write_apstar(path, star: Mapping, flux, error, bitmask, *, visit_snr=None, v
     ...     hdul[0].header["NVISITS"], hdul[1].data.shape, hdul[3].data.dtype.str
     (2, (4, 8575), '>i2')
     """
-    return write_bytes(path, apstar_bytes(star, flux, error, bitmask, visit_snr=visit_snr, visit_mjd=visit_mjd))
+    return write_bytes(path, apstar_bytes(star, flux, error, bitmask, visit_snr=visit_snr, visit_mjd=visit_mjd,
+                                          visit_bc=visit_bc))
 
 
-def apstar_bytes(star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_mjd=None) -> bytes:
+def apstar_bytes(star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_mjd=None, visit_bc=None) -> bytes:
     """One star's apStar-like file, as the bytes of the FITS file.
 
     Parameters
@@ -343,6 +345,9 @@ def apstar_bytes(star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_m
         ``APOGEE_PIXMASK`` values (row 0 OR of the visits, row 1 AND, then per visit).
     visit_snr, visit_mjd : sequence of float, optional
         Per-visit S/N and MJD for the ``SNRVISn``/``JDn`` keywords.
+    visit_bc : sequence of float, optional
+        Per-visit barycentric correction (km/s, ``BCn``; default 0): with the star's
+        ``VHELIO_AVG`` (default 0) it gives each visit's Doppler shift ``VRADn``.
 
     Returns
     -------
@@ -371,11 +376,14 @@ def apstar_bytes(star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_m
     snr = float(star["SNR"])
     visit_snr = np.full(nvisits, snr / np.sqrt(nvisits)) if visit_snr is None else np.asarray(visit_snr, float)
     visit_mjd = np.full(nvisits, 57000.0) if visit_mjd is None else np.asarray(visit_mjd, float)
+    visit_bc = np.zeros(nvisits) if visit_bc is None else np.asarray(visit_bc, float)
+    vhelio = float(star.get("VHELIO_AVG", 0.0))
     starflag = int(star.get("STARFLAG", 0))
     cards = [("OBJID", str(star["APOGEE_ID"]), "Object ID"),
              *_star_cards(star),
              ("NVISITS", nvisits, "number of visit spectra combined"),
              ("VRAD", 0.0, "Doppler shift (km/s) of this spectrum"),
+             ("VHELIO", round(vhelio, 4), "mean heliocentric velocity (km/s)"),
              ("SNR", round(snr, 4), "final median Signal/Noise ratio"),
              ("STARFLAG", starflag, "bitwise OR of individual visit starflags"),
              ("ANDFLAG", starflag, "bitwise AND of individual visit starflags"),
@@ -388,6 +396,9 @@ def apstar_bytes(star: Mapping, flux, error, bitmask, *, visit_snr=None, visit_m
                   (f"SFILE{v}", f"apVisit-{MOCK_RELEASE}-{mjd}-{fiber:03d}.fits", f"Visit #{v} spectrum file"),
                   (f"JD{v}", round(float(visit_mjd[visit]) + 2400000.5, 5), f"Julian date of visit {v}"),
                   (f"FIBER{v}", fiber, f"Fiber, visit {v}"),
+                  (f"BC{v}", round(float(visit_bc[visit]), 4), f"Barycentric correction (km/s),visit {v}"),
+                  (f"VRAD{v}", round(vhelio - float(visit_bc[visit]), 4), f"Doppler shift (km/s) of visit {v}"),
+                  (f"VHELIO{v}", round(vhelio, 4), f"Heliocentric velocity (km/s), visit {v}"),
                   (f"SNRVIS{v}", round(float(visit_snr[visit]), 4), f"Signal/Noise ratio, visit {v}"),
                   (f"FLAG{v}", starflag, f"STARFLAG for visit {v}")]
     cards += [("COMMENT", "Wavelength polynomial coefficients (Ang):"),

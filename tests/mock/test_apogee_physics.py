@@ -230,6 +230,30 @@ def test_bitmask_flags_gaps_bad_pixels_and_sky_lines(model):
     assert np.median(error[1][faint_sky]) > 1.3 * np.median(error[1][ON_CHIP & ~faint_sky])
 
 
+def test_sky_lines_and_bad_columns_move_with_the_doppler_shift(model):
+    """Rest-frame spectra: a visit at -245 km/s (M13) sees every sky line 59 pixels redwards."""
+    normalized, continuum = model
+    bit = {name: 1 << number for name, number in APOGEE_PIXMASK_BITS.items()}
+    shift = int(round(245.0 / 4.1418))
+    sky, bad = {}, {}
+    for velocity in (0.0, -245.0):
+        masks = physics.observe(normalized[1:], continuum[1:], 100.0, np.random.default_rng(3), visits=2,
+                                velocity=[[velocity, velocity]])["bitmask"][0, 2:].astype(np.int64)
+        sky[velocity] = np.flatnonzero(masks[0] & bit["SIG_SKYLINE"])
+        bad[velocity] = np.flatnonzero(masks[0] & bit["BADDARK"])
+    assert sky[0.0].size > 20 and bad[0.0].size > 10
+    at_rest = near_lines(physics.SKY_LINES, 4) & ON_CHIP  # a faint star: the line wings are flagged too
+    moved = near_lines(physics.SKY_LINES * (1 + 245.0 / 299792.458), 4) & ON_CHIP
+    assert at_rest[sky[-245.0]].mean() < 0.6
+    assert at_rest[sky[0.0]].mean() > 0.9 and moved[sky[-245.0]].mean() > 0.9
+    assert np.isin(bad[0.0] + shift, bad[-245.0]).mean() > 0.8  # off-chip and clipped columns aside
+    per_visit = physics.observe(normalized[1:], continuum[1:], 100.0, np.random.default_rng(3), visits=2,
+                                velocity=[[0.0, -245.0]])["bitmask"][0].astype(np.int64)
+    first, second = (np.flatnonzero(row & bit["SIG_SKYLINE"]) for row in per_visit[2:])
+    assert at_rest[first].mean() > 0.9 and moved[second].mean() > 0.9
+    assert set(first) | set(second) <= set(np.flatnonzero(per_visit[0] & bit["SIG_SKYLINE"]))
+
+
 def test_persistence_and_cosmic_rays_appear_with_their_bits(model):
     normalized, continuum = model
     bit = {name: 1 << number for name, number in APOGEE_PIXMASK_BITS.items()}
@@ -258,7 +282,10 @@ def test_observe_is_reproducible_per_star(model):
     (dict(snr=np.nan), SpectrumError),
     (dict(rng=42), SpectrumError),
     (dict(visits=0), SpectrumError),
-], ids=["wrong-pixels", "negative-snr", "nan-snr", "seed-not-generator", "zero-visits"])
+    (dict(velocity=np.nan), SpectrumError),
+    (dict(velocity=np.zeros((2, 3))), SpectrumError),
+], ids=["wrong-pixels", "negative-snr", "nan-snr", "seed-not-generator", "zero-visits", "nan-velocity",
+        "velocity-shape"])
 def test_observe_rejects_bad_input(model, change, error):
     normalized, continuum = model
     arguments = dict(normalized=normalized, continuum=continuum, snr=50.0, rng=np.random.default_rng(0), visits=None)

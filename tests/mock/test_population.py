@@ -127,6 +127,20 @@ def test_halo_has_accreted_stars_and_cluster_escapees(metal_poor_field_giants):
     assert 0.005 < len(escapees) / len(halo) < 0.05
     assert escapees["TRUE_MG_FE"].median() < in_situ["TRUE_MG_FE"].median()
 
+def test_radial_velocities_follow_the_components_and_clusters(stars):
+    v = stars.set_index("POPULATION")["VHELIO_AVG"]
+    assert np.all(np.isfinite(v))
+    assert 20.0 < v["thin_disc"].std() < 45.0 < v["thick_disc"].std() < 100.0 < v["accreted_halo"].std()
+    members = stars.groupby("CLUSTER")["VHELIO_AVG"]
+    for cluster, (systemic, dispersion) in {"M67": (33.6, 0.8), "NGC6819": (2.5, 1.0), "M13": (-244.5, 7.1)}.items():
+        assert members.mean()[cluster] == pytest.approx(systemic, abs=4 * dispersion / np.sqrt(members.size()[cluster]))
+        assert members.std()[cluster] == pytest.approx(dispersion, rel=0.3)
+    # the halo does not share the Sun's rotation: towards l = 90 it comes at us, towards l = 270 it recedes
+    halo = stars[stars["POPULATION"].str.contains("halo") & (stars["GLAT"].abs() < 30)]
+    ahead, behind = halo["GLON"].between(45, 135), halo["GLON"].between(225, 315)
+    assert halo.loc[ahead, "VHELIO_AVG"].mean() < -100.0 < 100.0 < halo.loc[behind, "VHELIO_AVG"].mean()
+
+
 def test_photometry_is_finite_and_ordered(stars):
     for band in ("J", "H", "K"):
         assert np.isfinite(stars[band]).all()

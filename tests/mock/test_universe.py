@@ -77,6 +77,35 @@ def test_apstar_files_have_the_real_layout(universe):
     assert {1, 2} <= set(stars["NVISITS"])
 
 
+def test_apstar_headers_hold_the_velocities_of_night_time_visits(universe):
+    for star, path in zip(universe.spectrum_stars.itertuples(), universe.files("apstar")):
+        header = fits.getheader(path)
+        assert header["VHELIO"] == pytest.approx(star.VHELIO_AVG, abs=1e-3)
+        for visit in range(1, star.NVISITS + 1):
+            bc = header[f"BC{visit}"]
+            assert header[f"VRAD{visit}"] + bc == pytest.approx(header[f"VHELIO{visit}"], abs=1e-3)
+            assert bc == pytest.approx(universe_module.barycentric_correction(star.RA, star.DEC,
+                                                                              header[f"JD{visit}"] - 2400000.5), abs=1e-3)
+            # observed at night, within ~2 months of opposition: the Sun 120-240 degrees from the star
+            longitude, _ = universe_module._ecliptic(star.RA, star.DEC)
+            elongation = (universe_module._sun_longitude(header[f"JD{visit}"] - 2400000.5) - longitude) % 360
+            assert 110.0 < elongation < 290.0
+
+
+def test_barycentric_correction_is_the_earths_orbital_velocity_towards_the_star():
+    days = 57000.0 + np.arange(0.0, 365.25, 1.0)
+    on_ecliptic = universe_module.barycentric_correction(90.0, 23.439, days)  # the ecliptic's northernmost point
+    assert np.abs(on_ecliptic).max() == pytest.approx(29.8, abs=0.3)
+    pole = universe_module.barycentric_correction(270.0, 66.561, days)  # the north ecliptic pole
+    assert np.abs(pole).max() < 0.01
+    # the Sun's longitude at the June solstice is 90: a star at opposition (longitude 270) has no
+    # line-of-sight Earth motion, a star 90 degrees ahead of the Sun the full -29.8 km/s
+    solstice = 57194.7  # 2015-06-21
+    assert universe_module._sun_longitude(solstice) == pytest.approx(90.0, abs=0.3)
+    assert universe_module.barycentric_correction(270.0, -23.439, solstice) == pytest.approx(0.0, abs=0.3)
+    assert universe_module.barycentric_correction(180.0, 0.0, solstice) == pytest.approx(-29.8, abs=0.5)
+
+
 def test_apstar_spectra_read_back_combined_and_visits(universe):
     stars = universe.spectrum_stars
     combined = universe.spectra("apstar")
