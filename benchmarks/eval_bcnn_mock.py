@@ -158,14 +158,15 @@ def calibration(prediction, truth: pd.DataFrame, pipeline: pd.DataFrame, pipelin
                 model, dwarf: np.ndarray, names=ASTRONN_LABELS) -> pd.DataFrame:
     """std of the normalised residuals against the truth, and against the pipeline-like labels
     (their own errors added in quadrature: what the loss was trained on, and what the paper
-    could compare with), in distribution: the dwarfs' LOGG (never trained) is left out.
+    could compare with), in distribution: the test stars but the dwarfs (whose LOGG was
+    never trained: one of the out-of-training-set samples, see :func:`outside_training`).
     ``factor`` (with its bootstrap error ``±``) and ``floor`` (label units) are the
     validation-fitted calibration; ``raw vs truth`` uses the paper's uncalibrated total."""
     raw_total = model.uncalibrated_std(prediction)
     out = {}
     for name in names:
         j = model.label_names_.index(name)
-        rows = ~dwarf if name == "LOGG" else np.ones(len(dwarf), bool)
+        rows = ~dwarf
         estimate = prediction[rows][name]
         against_truth = (estimate.mean - truth[name].to_numpy()[rows]) / estimate.total_std
         against_pipeline = (estimate.mean - pipeline[name].to_numpy()[rows]) / np.hypot(
@@ -251,7 +252,10 @@ def visits_table(universe, stars, mask, models) -> dict[str, pd.DataFrame]:
     return out
 
 
-def outside_training(models, predictions: dict, in_distribution: str = "test") -> pd.DataFrame:
+def outside_training(models, predictions: dict, truth_of: dict, in_distribution: str = "test") -> pd.DataFrame:
+    """Per set: the share flagged ``outside_training_set`` and ``untrained_label``, the median total
+    uncertainty of TEFF, LOGG and FE_H over that of the test set, and the std of (prediction -
+    truth) / total_std (1 for honest uncertainties; the test row includes the dwarfs)."""
     rows = []
     for name in models:
         base = predictions[(name, in_distribution)]
@@ -259,9 +263,13 @@ def outside_training(models, predictions: dict, in_distribution: str = "test") -
         for subset in ("test", "dwarfs", "hot", "metal_poor_giants"):
             prediction = predictions[(name, subset)]
             row = {"model": name, "set": subset, "n": prediction.n_stars,
-                   "flagged": float(prediction.flags["outside_training_set"].mean())}
+                   "flagged": float(prediction.flags["outside_training_set"].mean()),
+                   "untrained_label": float(prediction.flags["untrained_label"].mean())}
             for label in TRUNK:
                 row[f"{label}_std/median_test"] = float(np.median(prediction[label].total_std) / base_std[label])
+            for label in TRUNK:
+                z = (prediction[label].mean - truth_of[subset][label].to_numpy()) / prediction[label].total_std
+                row[f"{label}_z_std"] = float(np.nanstd(z))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -359,7 +367,7 @@ def evaluate(universe, *, n_train: int, epochs: int, passes: int, learning_rate:
                                                      pipeline_errors, models[name], dwarf)
     for name, table in visits_table(universe, stars, sets["test"], models).items():
         results[f"table2 {name}"] = table
-    results["outside training set"] = outside_training(models, predictions)
+    results["outside training set"] = outside_training(models, predictions, truth_of)
     results["open clusters"] = cluster_spreads(models, predictions, truth_of)
     results["globular cluster M13"] = globular_cluster(models, predictions, truth_of["M13"], train_labels)
     if table3:

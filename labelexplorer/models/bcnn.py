@@ -79,9 +79,14 @@ held-out labelled stars; the error shrinks as ``1/sqrt(n)``, but grows with the 
 of the ratio of label to network error (on the mock universe, 10,000 held-out stars put
 every label of both networks within 0.91–1.15).
 
-Flags: ``low_snr`` (known SNR below ``low_snr``) and ``outside_training_set``: the total
+Flags: ``low_snr`` (known SNR below ``low_snr``); ``outside_training_set``: the total
 uncertainty of TEFF, LOGG or FE_H above ``outside_std_factor`` times its median on
-training-like spectra, or a label outside the training range (±10 %).
+training-like spectra, a label outside the training range (±10 %), a spectrum farther
+from the training spectra than they are from each other, or TEFF, LOGG or FE_H learned
+from fewer than half of its nearest training spectra (:meth:`BCNN.label_coverage`,
+:mod:`labelexplorer.models.coverage`: the uncertainty alone misses extrapolations that
+the dropout ensemble agrees on, such as the dwarfs' LOGG of a giants-only LOGG
+training set); ``untrained_label``: any label learned from fewer than half of them.
 
 Sensitivity: d label / d flux by autograd through the MC mean (``sensitivity_passes``
 passes; 0 = the deterministic mean network), StopGrad letting gradients through.
@@ -103,6 +108,7 @@ import torch
 from torch import nn
 
 from .calibration import uncertainty_calibration, uncertainty_scale_spread
+from .coverage import TrainingCoverage
 from ..exceptions import FileFormatError, LabelError, LabelExplorerError, ShapeError, UnknownNameError, did_you_mean
 from ..labels import canonical_label
 from ..prediction import LabelPrediction
@@ -141,6 +147,7 @@ _ROWS_PER_FORWARD = {"cpu": 8192, "cuda": 32768}
 _CPU_CHUNK_SPECTRA = 64
 _DEAD_TRUNK_SPECTRA = 512  # training spectra on which a dead full-spectrum branch is recognised
 _CALIBRATION_SPECTRA = 2000  # validation spectra used for the calibration (at most; the MC passes cost)
+_COVERED_SHARE = 0.5  # a label is extrapolated when fewer of a star's nearest training spectra had it
 
 
 # ============================================================================ networks
@@ -796,6 +803,7 @@ class BCNN(TorchModel, LabelModel):
         self.best_epoch_ = result.best_epoch
         _, val_rows = split_indices(len(x), self.validation_fraction, self.random_state)
         self._calibrate(x, y, y_err, val_rows)
+        self.coverage_ = TrainingCoverage(self._trunk_features(x), np.isfinite(values), seed=self.random_state)
         self.training_hash_ = dataset_hash(flux, values)
 
     def _label_scaling(self, values: np.ndarray, names: list[str]):
@@ -981,16 +989,67 @@ class BCNN(TorchModel, LabelModel):
         mean, model_var, log_var = (np.concatenate([p[i] for p in parts]).astype(np.float64) for i in range(3))
         return mean, model_var, log_var, precision
 
+    def _trunk_features(self, x) -> np.ndarray:
+        """The full-spectrum branch's 64 units, dropout off, for design rows *x*: the coverage's features."""
+        device = self._torch_device()
+        network = self.network_.to(device).eval()
+
+        def features(rows: slice) -> np.ndarray:
+            xb = torch.as_tensor(x[rows], device=device)
+            with torch.no_grad(), dropout_disabled(network), flush_denormals():
+                return network.trunk(network.trunk.stem(xb)).float().cpu().numpy()
+
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
+        return np.concatenate(run_in_chunks(features, len(x), _CPU_CHUNK_SPECTRA, workers=workers))
+
+    def label_coverage(self, spectra) -> np.ndarray:
+        """Share of each star's 10 nearest training spectra that had each label (not missing).
+
+        Nearest in the full-spectrum branch's 64 units (dropout off); see
+        :mod:`labelexplorer.models.coverage`. Below one half a label is extrapolated from
+        stars whose value of it the network never saw (the dwarfs' LOGG when the training
+        set had giants' LOGG only), and :meth:`predict` flags the star ``untrained_label``
+        (and ``outside_training_set`` for TEFF, LOGG or FE_H).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_spectra, n_labels)
+            In the order of ``label_names_``; NaN for a model saved without coverage.
+
+        Examples
+        --------
+        >>> from labelexplorer.preprocess.grid import gap_removed_wavelength
+        >>> wavelength, rng = gap_removed_wavelength(), np.random.default_rng(0)
+        >>> teff = rng.uniform(4000.0, 5000.0, 40)
+        >>> flux = 1.0 - 0.05 * np.outer(teff / 5000.0, np.sin(wavelength)) + rng.normal(0, 0.01, (40, wavelength.size))
+        >>> logg = np.where(teff < 4500.0, 2.5, np.nan)  # the hotter stars' LOGG is missing
+        >>> model = BCNN(epochs=1, mc_passes=2, progress=False).fit(Spectra(flux, wavelength),
+        ...                                                          {"TEFF": teff, "LOGG": logg})
+        >>> share = model.label_coverage(Spectra(flux[:5], wavelength))
+        >>> share.shape, bool(((share >= 0) & (share <= 1)).all())
+        ((5, 2), True)
+        """
+        self._check_fitted("assess label coverage")
+        spectra = self._model_grid(spectra)
+        self._check_pixels(spectra)
+        return self._coverage(self._design(spectra))[0]
+
+    def _coverage(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "coverage_", None) is None:  # a model saved before coverage was recorded
+            return np.full((len(x), len(self.label_names_)), np.nan), np.full(len(x), np.nan)
+        return self.coverage_.assess(self._trunk_features(x))
+
     def _predict(self, spectra):
         spectra = self._model_grid(spectra)
         self._check_pixels(spectra)
-        mean, model_var, log_var, precision = self._mc_moments(self._design(spectra), self.mc_passes)
+        x = self._design(spectra)
+        mean, model_var, log_var, precision = self._mc_moments(x, self.mc_passes)
         mean = mean * self.label_std_ + self.label_mean_
         scale = self.label_std_ * self.uncertainty_scale_
         # the calibration floor is error of the network itself, whatever the noise: model uncertainty
         model_std = np.hypot(np.sqrt(model_var) * scale, self.uncertainty_floor_ * self.label_std_)
         predictive_std = np.exp(0.5 * log_var) * scale
-        flags = self._flags(spectra, mean, np.sqrt(model_std ** 2 + predictive_std ** 2))
+        flags = self._flags(spectra, mean, np.sqrt(model_std ** 2 + predictive_std ** 2), *self._coverage(x))
         return LabelPrediction(self.label_names_, mean, model_std, predictive_std, ids=spectra.ids, flags=flags,
                                meta={"model": self.name, "mc_passes": self.mc_passes, "precision": precision})
 
@@ -1020,7 +1079,8 @@ class BCNN(TorchModel, LabelModel):
             raise ShapeError(f"spectra: expected {self.pixel_mean_.size} pixels (the training grid), "
                              f"got {spectra.n_pixels}")
 
-    def _flags(self, spectra: Spectra, mean: np.ndarray, total_std: np.ndarray) -> dict[str, np.ndarray]:
+    def _flags(self, spectra: Spectra, mean: np.ndarray, total_std: np.ndarray, coverage: np.ndarray,
+               distance: np.ndarray) -> dict[str, np.ndarray]:
         watched = [j for j, name in enumerate(self.label_names_) if name in TRUNK_LABELS] or list(
             range(len(self.label_names_)))
         uncertain = (total_std[:, watched] > self.outside_std_factor * self.reference_std_[watched]).any(axis=1)
@@ -1029,7 +1089,10 @@ class BCNN(TorchModel, LabelModel):
         outside_range = ((mean < low - margin) | (mean > high + margin)).any(axis=1)
         with np.errstate(invalid="ignore"):
             low_snr = np.asarray(spectra.snr, dtype=float) < self.low_snr
-        return {"outside_training_set": uncertain | outside_range, "low_snr": low_snr}
+            uncovered = coverage < _COVERED_SHARE  # NaN (no coverage recorded) compares False
+            far = distance > 1.0
+        return {"outside_training_set": uncertain | outside_range | far | uncovered[:, watched].any(axis=1),
+                "untrained_label": uncovered.any(axis=1), "low_snr": low_snr}
 
     # ------------------------------------------------------------------ sensitivity
     def sensitivity_map(self, spectra, label: str, passes: int | None = None) -> np.ndarray:
@@ -1101,6 +1164,8 @@ class BCNN(TorchModel, LabelModel):
                   "uncertainty_scale_spread": self.uncertainty_scale_spread_}
         if getattr(self, "continuum_mask_", None) is not None:
             arrays["continuum_mask"] = self.continuum_mask_
+        if getattr(self, "coverage_", None) is not None:
+            arrays.update(self.coverage_.to_arrays())
         save_network(directory, self.network_, arrays)
 
     def _load_weights(self, directory: Path) -> None:
@@ -1112,6 +1177,7 @@ class BCNN(TorchModel, LabelModel):
                 setattr(self, f"{name}_", arrays[name].astype(np.float64))
             if "continuum_mask" in arrays:
                 self.continuum_mask_ = arrays["continuum_mask"].astype(bool)
+            self.coverage_ = TrainingCoverage.from_arrays(arrays)  # None for models saved before it
             # models saved before the floor and the spread were recorded: no floor, unknown spread
             self.uncertainty_floor_ = arrays.get("uncertainty_floor", np.zeros(n_labels)).astype(np.float64)
             self.uncertainty_scale_spread_ = arrays.get("uncertainty_scale_spread",

@@ -26,10 +26,14 @@ WINDOWS = {"Mg": np.isin(np.arange(N_PIXELS), MG_PIXELS), "Al": np.isin(np.arang
 LABELS = ["MG_H", "TEFF", "AL_H", "FE_H", "LOGG"]  # any order: the model keeps it
 
 
-def _toy(n, seed, *, noise=0.005):
-    """Spectra whose broad shape follows Teff/logg/[Fe/H] and whose Mg and Al windows follow [Mg/H], [Al/H]."""
+def _toy(n, seed, *, noise=0.005, dwarfs=0.0):
+    """Spectra whose broad shape follows Teff/logg/[Fe/H] and whose Mg and Al windows follow [Mg/H], [Al/H];
+    a share *dwarfs* of the stars has logg 4-5 instead of 1-3.5."""
     rng = np.random.default_rng(seed)
     teff, logg = rng.uniform(4000, 5200, n), rng.uniform(1.0, 3.5, n)
+    if dwarfs:  # drawn only then: the other toys keep their stars
+        dwarf = rng.random(n) < dwarfs
+        logg[dwarf] = rng.uniform(4.0, 5.0, dwarf.sum())
     feh = rng.uniform(-1.0, 0.3, n)
     mg = feh + 0.1 + rng.normal(0, 0.1, n)
     al = mg + rng.normal(0, 0.1, n)
@@ -364,6 +368,20 @@ def test_flags_mark_low_snr_and_stars_unlike_the_training_set(censored, held_out
     assert flagged.flags["low_snr"].all()  # median flux/error ~ 12 < 30
 
 
+def test_labels_the_training_set_lacked_for_stars_like_these_are_flagged():
+    spectra, labels = _toy(256, seed=4, dwarfs=0.3)
+    labels["LOGG"][labels["LOGG"] > 3.8] = np.nan  # as DR14 had no dwarf LOGG
+    model = BCNN(**QUICK).fit(spectra, labels)
+    test, truth = _toy(96, seed=5, dwarfs=0.3)
+    dwarf = truth["LOGG"] > 3.8
+    share = model.label_coverage(test)[:, model.label_names_.index("LOGG")]
+    # 70 % of the training stars had LOGG: features that ignored the dwarfs would give ~0.7 to all
+    assert np.median(share[dwarf]) < 0.5 < 0.9 < np.median(share[~dwarf])
+    flags = model.predict(test).flags
+    assert flags["untrained_label"][dwarf].mean() > 0.5 > 0.1 > flags["untrained_label"][~dwarf].mean()
+    assert flags["outside_training_set"][dwarf].mean() > 0.5  # LOGG is watched
+
+
 def test_save_and_load_restore_the_model_without_external_files(tmp_path, held_out):
     spectra, labels = _toy(48, seed=2)
     bitmask = np.zeros(N_PIXELS, np.int32)
@@ -383,11 +401,23 @@ def test_save_and_load_restore_the_model_without_external_files(tmp_path, held_o
     before, after = model.predict(held_out[0]), loaded.predict(held_out[0])
     np.testing.assert_array_equal(after.mean, before.mean)
     np.testing.assert_array_equal(after.total_std, before.total_std)
-    np.testing.assert_array_equal(after.flags["outside_training_set"], before.flags["outside_training_set"])
+    for flag in ("outside_training_set", "untrained_label"):
+        np.testing.assert_array_equal(after.flags[flag], before.flags[flag])
+    np.testing.assert_array_equal(loaded.label_coverage(held_out[0]), model.label_coverage(held_out[0]))
     np.testing.assert_array_equal(loaded.uncertainty_scale_spread_, model.uncertainty_scale_spread_)
     np.testing.assert_array_equal(loaded.uncertainty_floor_, model.uncertainty_floor_)
     few = held_out[0][:2]
     np.testing.assert_array_equal(loaded.sensitivity(few, "AL_H"), model.sensitivity(few, "AL_H"))
+
+
+def test_a_model_saved_without_coverage_still_predicts(tmp_path, censored, held_out):
+    old = copy.deepcopy(censored)
+    old.coverage_ = None  # as saved before coverage was recorded
+    loaded = le.load_model(old.save(tmp_path / "old"))
+    assert np.isnan(loaded.label_coverage(held_out[0])).all()
+    prediction = loaded.predict(held_out[0])
+    assert not prediction.flags["untrained_label"].any()
+    np.testing.assert_array_equal(prediction.mean, censored.predict(held_out[0]).mean)
 
 
 def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path):
