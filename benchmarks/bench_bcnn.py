@@ -244,6 +244,10 @@ def predict_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int) -> Non
           f"the paper's job, 100,000 stars x 100 passes: {100_000 / rate * passes / 100:,.0f} s at this wall rate, "
           f"{100_000 / (len(spectra) / cpu) * passes / 100 / _cores():,.0f} s on {_cores()} cores at the CPU rate "
           "(paper: 300 s on a GPU)")
+    x = model._design(spectra)
+    coverage_wall, coverage_cpu, _ = timed(lambda: model._coverage(x), repeat=1)
+    print(f"  of which the training coverage (trunk features, dropout off, and the nearest training spectra): "
+          f"{100 * coverage_wall / wall:.1f} % of the wall time ({len(spectra) / coverage_wall:,.0f} spectra/s)")
 
 
 if __name__ == "__main__":

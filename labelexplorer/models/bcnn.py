@@ -244,7 +244,8 @@ class SpectrumTrunk(nn.Module):
         group of four outputs reads (gathered once per chunk for the stem and for the
         masks: a pass's input is their product), whose output is already laid out for a
         max over contiguous planes. Masks are applied by broadcast multiplications, the
-        bias and ReLU after the maximum (they commute with it), and every block writes
+        bias and ReLU after the maximum (they commute with it; the bias, scaled by the
+        next mask, in the same operation as that mask), and every block writes
         into the same buffers: fresh tens of megabytes per block made the kernel map and
         zero pages every time (up to half the CPU time). Under bfloat16 autocast
         everything runs in bfloat16 with weights cast once (not at every product).
@@ -259,6 +260,8 @@ class SpectrumTrunk(nn.Module):
         keep_dense, kept_dense = self.drop_dense.pass_masks(repeats, (self.dense1.out_features,), streams, dtype)
         # as MCDropout computes it: (x * (1 / kept)) * keep; the masks scaled are exactly 0 or 1 / kept
         keep_flat, keep_dense = keep_flat.mul_(1.0 / kept_flat), keep_dense.mul_(1.0 / kept_dense)
+        # conv2's bias enters with dense1's input mask: relu(pooled + bias) * keep = relu(pooled * keep + bias * keep)
+        masked_bias = (keep_flat.view(repeats, -1, groups) * conv_b).view(repeats, -1)
         stem_taps = _pooled_conv_inputs((stem * (1.0 / kept_conv)).to(dtype), groups)
         mask_taps = _pooled_conv_inputs(keep_conv, groups)
         rows = per_block * b
@@ -277,10 +280,10 @@ class SpectrumTrunk(nn.Module):
                     h = torch.mul(stem_taps[first:first + m], mask_taps[start + first_pass:start + first_pass + q, None],
                                   out=inputs[:q, :m]).view(q * m, *stem_taps.shape[1:])
                     h = torch.bmm(conv_w.expand(q * m, -1, -1), h, out=conv[:q * m]).view(q, m, _POOL, -1, groups)
-                    torch.amax(h, 2, out=pooled[first_pass:first_pass + q, first:first + m])
-                h = pooled[:k].view(n, -1, groups).add_(conv_b).clamp_min_(0)
-                h = h.view(k, b, -1).mul_(keep_flat[passes].unsqueeze(1)).view(n, -1)
-                h = torch.addmm(b1, h, w1).clamp_min_(0)
+                    _max_of_positions(h, pooled[first_pass:first_pass + q, first:first + m])
+                h = pooled[:k].view(k, b, -1)
+                h = torch.addcmul(masked_bias[passes].unsqueeze(1), h, keep_flat[passes].unsqueeze(1), out=h)
+                h = torch.addmm(b1, h.clamp_min_(0).view(n, -1), w1).clamp_min_(0)
                 h = h.view(k, b, -1).mul_(keep_dense[passes].unsqueeze(1)).view(n, -1)
                 torch.addmm(b2, h, w2, out=out[start * b:start * b + n]).clamp_min_(0)
         return out
@@ -329,6 +332,14 @@ def _shifted_kernels(weight: torch.Tensor, lead: int) -> torch.Tensor:
     """conv2's kernel shifted by 0-3 taps, one per position of a pooling group, after *lead* zeros:
     ``(position, out channel, in channel, lead + 11 taps)``, the block-Toeplitz weight of both conv + pool paths."""
     return torch.stack([nn.functional.pad(weight, (shift + lead, _POOL - 1 - shift)) for shift in range(_POOL)])
+
+
+def _max_of_positions(conv: torch.Tensor, out: torch.Tensor) -> None:
+    """``amax(conv, 2)`` into *out* for ``conv`` of shape (..., 4 positions, channels, groups), as three
+    element-wise maxima of contiguous planes: 1.2-1.5x faster than ``amax``, which fills *out* first."""
+    torch.maximum(conv[:, :, 0], conv[:, :, 1], out=out)
+    torch.maximum(out, conv[:, :, 2], out=out)
+    torch.maximum(out, conv[:, :, 3], out=out)
 
 
 def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
