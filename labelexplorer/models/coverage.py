@@ -4,7 +4,7 @@ A network's uncertainty grows outside its training set only as far as its dropou
 ensemble happens to disagree there. Where the training set held the spectra but not a
 label (APOGEE DR14 gave no LOGG for dwarfs, so the paper's network never learned a
 dwarf's gravity), the ensemble may agree on a wrong value: on the mock universe the
-dwarfs' LOGG uncertainty of both BCNNs grew only ×1.5–1.8 and 4 % of them were
+dwarfs' LOGG uncertainty of both BCNNs grew only ×1.4–1.8 and 4 % of them were
 flagged by it. Coverage asks the training set directly, in a feature space of the
 model (for the BCNNs the 64 units of the full-spectrum branch, dropout off):
 
@@ -17,8 +17,9 @@ model (for the BCNNs the 64 units of the full-spectrum branch, dropout off):
   1 % of the training spectra are from each other.
 
 On the mock universe (benchmarks/eval_bcnn_mock.py) the censored network's trunk
-features put the LOGG coverage of 93 % of the held-out dwarfs below one half and of
-no held-out giant, and every hot star beyond the distance limit.
+features put the LOGG coverage of 95 % of the held-out dwarfs below one half and of
+no held-out giant, and every hot star beyond the distance limit; 0.2–1.2 % of the
+held-out giants were flagged ``outside_training_set`` in all.
 
 Features are standardised by their spread over the training spectra; the training
 features and label masks are kept (at most ``max_rows`` of them, a seeded random subset)
