@@ -249,7 +249,7 @@ def predict_benchmark(model: CensoredBCNN, spectra: Spectra, passes: int) -> Non
           f"{100_000 / (len(spectra) / cpu) * passes / 100 / _cores():,.0f} s on {_cores()} cores at the CPU rate "
           "(paper: 300 s on a GPU)")
     x = model._design(spectra)
-    coverage_wall, coverage_cpu, _ = timed(lambda: model._coverage(x), repeat=1)
+    coverage_wall, _, _ = timed(lambda: model._coverage(x), repeat=1)
     print(f"  of which the training coverage (trunk features, dropout off, and the nearest training spectra): "
           f"{100 * coverage_wall / wall:.1f} % of the wall time ({len(spectra) / coverage_wall:,.0f} spectra/s)")
 

@@ -934,12 +934,14 @@ def _rest_frame_shift(velocity: float) -> float:
 
 def _sky_profile(instrument: dict, velocity: float) -> np.ndarray:
     """Relative airglow flux on the rest-frame grid of a star observed with Doppler shift *velocity*."""
-    profile = np.zeros(APOGEE_N_PIXELS)
     centres = _pixel_position(SKY_LINES) + _rest_frame_shift(velocity)
-    pixels = np.arange(APOGEE_N_PIXELS)
-    for centre, level in zip(centres, instrument["sky_brightness"]):
-        window = slice(min(max(int(centre) - 8, 0), APOGEE_N_PIXELS), min(max(int(centre) + 9, 0), APOGEE_N_PIXELS))
-        profile[window] += level * np.exp(-0.5 * ((pixels[window] - centre) / _SIGMA_LSF_KMS * _PIXEL_KMS) ** 2)
+    # 17 pixels around each line, all lines at once (it runs for every visit of every star)
+    pixels = np.trunc(centres).astype(int)[:, None] + np.arange(-8, 9)
+    on_grid = (pixels >= 0) & (pixels < APOGEE_N_PIXELS)
+    values = instrument["sky_brightness"][:, None] * np.exp(
+        -0.5 * ((pixels - centres[:, None]) / _SIGMA_LSF_KMS * _PIXEL_KMS) ** 2)
+    profile = np.zeros(APOGEE_N_PIXELS)
+    np.add.at(profile, pixels[on_grid], values[on_grid])  # line after line, as blends add up
     return profile
 
 

@@ -145,7 +145,6 @@ _ROWS_PER_FORWARD = {"cpu": 8192, "cuda": 32768}
 # 64 spectra per chunk: the per-pass work (masks gathered for the convolution) is shared by
 # more spectra than with 32 (x1.07-1.10, benchmarks/bench_bcnn.py)
 _CPU_CHUNK_SPECTRA = 64
-_DEAD_TRUNK_SPECTRA = 512  # training spectra on which a dead full-spectrum branch is recognised
 _CALIBRATION_SPECTRA = 2000  # validation spectra used for the calibration (at most; the MC passes cost)
 _COVERED_SHARE = 0.5  # a label is extrapolated when fewer of a star's nearest training spectra had it
 
@@ -547,16 +546,29 @@ def mc_samples(network: nn.Module, x: torch.Tensor, passes: int, streams: Dropou
 
 
 # ============================================================================ helpers
-def _refuse_dead_trunk(network: nn.Module, x: torch.Tensor, name: str) -> None:
-    """Raise if the full-spectrum branch's 64 units take the same values for every spectrum of *x*.
+def _mean_trunk_features(network: nn.Module, x, device: torch.device) -> np.ndarray:
+    """The full-spectrum branch's 64 units, dropout off, for design rows *x* (in chunks, a thread per core):
+    the training coverage's features, and what shows a dead branch."""
+    network = network.to(device).eval()
+
+    def features(rows: slice) -> np.ndarray:
+        xb = torch.as_tensor(x[rows], device=device)
+        with torch.no_grad(), dropout_disabled(network), flush_denormals():
+            return network.trunk(network.trunk.stem(xb)).float().cpu().numpy()
+
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    return np.concatenate(run_in_chunks(features, len(x), _CPU_CHUNK_SPECTRA, workers=workers))
+
+
+def _refuse_dead_trunk(features: np.ndarray, name: str) -> None:
+    """Raise if the full-spectrum branch's 64 units (*features* of the training spectra, from
+    :func:`_mean_trunk_features`) take the same values for every spectrum.
 
     Such a network (every ReLU of a layer off for every input, which small, fast-learning
     runs sometimes end in) predicts the same TEFF, LOGG and FE_H for any star, with
     confident-looking uncertainties: refusing it beats returning it.
     """
-    with torch.no_grad(), dropout_disabled(network):
-        h = network.trunk(network.trunk.stem(x))
-    if len(x) > 1 and torch.equal(h.amax(0), h.amin(0)):
+    if len(features) > 1 and np.array_equal(features.max(axis=0), features.min(axis=0)):
         raise LabelExplorerError(f"{name}: training ended with a dead full-spectrum branch (its 64-unit layer is the "
                                  f"same for every training spectrum); fit again with another random_state or a "
                                  f"smaller learning_rate")
@@ -806,15 +818,15 @@ class BCNN(TorchModel, LabelModel):
             result = train(network, self._loss, data, settings, device=device,
                            constrain=lambda module: module.constrain(), callbacks=getattr(self, "_callbacks", ()),
                            fingerprint=self._fingerprint(flux, values, errors, names))
-        network.eval()
-        _refuse_dead_trunk(network, x[:_DEAD_TRUNK_SPECTRA].to(device), self.name)
+        features = _mean_trunk_features(network, x, device)  # before the network is kept: a dead one is refused
+        _refuse_dead_trunk(features, self.name)
         self.network_ = network
         self.label_mean_, self.label_std_, self.label_range_ = label_mean, label_std, label_range
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         _, val_rows = split_indices(len(x), self.validation_fraction, self.random_state)
         self._calibrate(x, y, y_err, val_rows)
-        self.coverage_ = TrainingCoverage(self._trunk_features(x), np.isfinite(values), seed=self.random_state)
+        self.coverage_ = TrainingCoverage(features, np.isfinite(values), seed=self.random_state)
         self.training_hash_ = dataset_hash(flux, values)
 
     def _label_scaling(self, values: np.ndarray, names: list[str]):
@@ -1001,17 +1013,7 @@ class BCNN(TorchModel, LabelModel):
         return mean, model_var, log_var, precision
 
     def _trunk_features(self, x) -> np.ndarray:
-        """The full-spectrum branch's 64 units, dropout off, for design rows *x*: the coverage's features."""
-        device = self._torch_device()
-        network = self.network_.to(device).eval()
-
-        def features(rows: slice) -> np.ndarray:
-            xb = torch.as_tensor(x[rows], device=device)
-            with torch.no_grad(), dropout_disabled(network), flush_denormals():
-                return network.trunk(network.trunk.stem(xb)).float().cpu().numpy()
-
-        workers = torch.get_num_threads() if device.type == "cpu" else 1
-        return np.concatenate(run_in_chunks(features, len(x), _CPU_CHUNK_SPECTRA, workers=workers))
+        return _mean_trunk_features(self.network_, x, self._torch_device())
 
     def label_coverage(self, spectra) -> np.ndarray:
         """Share of each star's 10 nearest training spectra that had each label (not missing).

@@ -12,8 +12,8 @@ import torch
 import labelexplorer as le
 from labelexplorer.exceptions import FileFormatError, LabelError, LabelExplorerError, NotTrainedError, ShapeError
 from labelexplorer.labels import ASTRONN_LABELS
-from labelexplorer.models.bcnn import (BCNN, BCNNNetwork, CensoredBCNN, CensoredBCNNNetwork, _refuse_dead_trunk,
-                                       mc_samples)
+from labelexplorer.models.bcnn import (BCNN, BCNNNetwork, CensoredBCNN, CensoredBCNNNetwork, _mean_trunk_features,
+                                       _refuse_dead_trunk, mc_samples)
 from labelexplorer.models.coverage import TrainingCoverage
 from labelexplorer.models.nn import DropoutStreams, n_parameters, stopgrad_passthrough
 from labelexplorer.models.nn.device import native_cpu_bfloat16
@@ -143,10 +143,10 @@ def test_the_warmup_epochs_are_never_the_kept_ones():
 def test_a_dead_full_spectrum_branch_is_refused():
     network = BCNNNetwork(N_PIXELS, 3, 0.3)
     x = torch.as_tensor(_toy(8, seed=6)[0].flux - 1.0)
-    _refuse_dead_trunk(network, x, "bcnn")  # a live one passes
+    _refuse_dead_trunk(_mean_trunk_features(network, x, torch.device("cpu")), "bcnn")  # a live one passes
     torch.nn.init.constant_(network.trunk.dense1.bias, -1e6)  # every unit of the 192 off: the 64 are constant
     with pytest.raises(LabelExplorerError, match="bcnn: training ended with a dead full-spectrum branch"):
-        _refuse_dead_trunk(network, x, "bcnn")
+        _refuse_dead_trunk(_mean_trunk_features(network, x, torch.device("cpu")), "bcnn")
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.0, 2])
