@@ -173,11 +173,12 @@ def test_sensitivity_includes_the_stopgrad_path():
     assert passed[outside].max() > 0  # through TEFF/LOGG/FE_H, as the analysis must see it
 
 
-def test_batched_monte_carlo_equals_naive_full_passes():
+@pytest.mark.parametrize("counter_based", [False, True], ids=["torch-generator", "counter-based"])
+def test_batched_monte_carlo_equals_naive_full_passes(counter_based):
     network = _small_censored(latent_zero=False).eval()
     x = torch.randn(5, 64)
-    fast = mc_samples(network, x, 7, DropoutStreams(3))
-    slow = mc_samples(network, x, 7, DropoutStreams(3), batched=False)
+    fast = mc_samples(network, x, 7, DropoutStreams(3, counter_based=counter_based))
+    slow = mc_samples(network, x, 7, DropoutStreams(3, counter_based=counter_based), batched=False)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     assert float(fast[0].detach().std(0).min()) > 0  # passes differ: dropout is on at inference
 
@@ -228,15 +229,17 @@ def test_calibrating_on_held_out_spectra_allows_for_their_label_errors(censored)
     rng = np.random.default_rng(5)
     noisy = {name: labels[name] + rng.normal(0, scale[name], 300) for name in labels}
     errors = {name: np.full(300, scale[name]) for name in labels}
-    factors = {}
+    # compared: the calibrated uncertainty (reference_std_, the median of hypot(scale * total,
+    # floor)), not the scale alone: label noise of one size for all stars may go into the floor
+    calibrated = {}
     for case, (reference, known) in {"clean": (labels, None), "noisy, errors given": (noisy, errors),
                                      "noisy, errors unstated": (noisy, None)}.items():
         model = copy.deepcopy(censored).calibrate(spectra, reference, known)
-        factors[case] = dict(zip(model.label_names_, model.uncertainty_scale_))
+        calibrated[case] = dict(zip(model.label_names_, model.reference_std_))
         assert np.all(model.uncertainty_scale_spread_ >= 0) and model.reference_std_.shape == (5,)
     for name in ("TEFF", "MG_H", "AL_H"):
-        clean, given, unstated = (factors[case][name] for case in factors)
-        assert abs(np.log(given / clean)) < 0.4, f"{name}: {given:.2f} vs {clean:.2f}"
+        clean, given, unstated = (calibrated[case][name] for case in calibrated)
+        assert abs(np.log(given / clean)) < 0.4, f"{name}: {given:.3g} vs {clean:.3g}"
         assert unstated > 1.3 * clean, f"{name}: unstated label noise must widen the uncertainty"
     # the clean recalibration holds on other stars (rms, not std: the toy network's bias is error too)
     model = copy.deepcopy(censored).calibrate(spectra, labels)
@@ -443,8 +446,10 @@ def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path):
     assert not model.is_fitted
     model.fit(spectra, labels)
     assert [r["epoch"] for r in model.history_] == [1, 2, 3]
+    # on a GPU, cuDNN's backward sums in no fixed order: bit-identical runs are not on offer there
+    tolerance = dict(rtol=1e-5, atol=1e-7) if next(model.network_.parameters()).is_cpu else {}
     for key, value in reference.network_.state_dict().items():
-        torch.testing.assert_close(model.network_.state_dict()[key], value, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(model.network_.state_dict()[key], value, **tolerance)
 
 
 def test_full_grid_input_is_gap_removed_and_normalised(tmp_path, censored, held_out):

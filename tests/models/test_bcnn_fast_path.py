@@ -236,16 +236,21 @@ def test_shared_masks_are_the_same_for_every_spectrum_of_a_pass():
     torch.testing.assert_close(alone[:, 0], together[:, 4], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("counter_based", [False, True], ids=["torch-generator", "counter-based"])
 @pytest.mark.parametrize("block_rows", [5, 10_000], ids=lambda r: f"block{r}")
-def test_shared_masks_batched_equal_naive_full_forwards(monkeypatch, block_rows):
+def test_shared_masks_batched_equal_naive_full_forwards(monkeypatch, block_rows, counter_based):
     monkeypatch.setattr(SpectrumTrunk, "cpu_ensemble_block_rows", block_rows)
     network = _censored_network()
     x = 0.1 * torch.randn(5, 256)
+
+    def streams():  # counter-based: what a GPU draws from
+        return DropoutStreams(2, shared=True, counter_based=counter_based)
+
     with torch.no_grad():
-        fast = mc_samples(network, x, 9, DropoutStreams(2, shared=True), rows=20)
-        naive = mc_samples(network, x, 9, DropoutStreams(2, shared=True), batched=False)
+        fast = mc_samples(network, x, 9, streams(), rows=20)
+        naive = mc_samples(network, x, 9, streams(), batched=False)
     with torch.enable_grad():
-        general = [t.detach() for t in mc_samples(network, x, 9, DropoutStreams(2, shared=True))]
+        general = [t.detach() for t in mc_samples(network, x, 9, streams())]
     for got, want in zip(list(fast) + general, list(naive) * 2):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert float(fast[0].std(0).min()) > 0

@@ -17,7 +17,7 @@ from labelexplorer.models.nn import (DropoutStreams, MCDropout, StopGrad, Traini
                                      robust_censored_loss, run_in_chunks, stopgrad_passthrough, train)
 from labelexplorer.models.nn.device import busy_cores
 from labelexplorer.models.nn.training import load_optimizer_tensors, optimizer_tensors
-from labelexplorer.models.nn.layers import keep_mask
+from labelexplorer.models.nn.layers import CounterStream, keep_mask
 
 NAN = float("nan")
 
@@ -347,3 +347,27 @@ def test_keep_masks_of_all_passes_at_once_equal_one_call_per_pass():
     assert kept == pytest.approx(0.7, abs=1e-5)
     many, _ = keep_mask((200_000,), 0.3, torch.Generator().manual_seed(5), "cpu")
     assert float(many.mean()) == pytest.approx(0.7, abs=0.005)
+
+
+def _splitmix64(key: int, n: int) -> np.ndarray:
+    """The first *n* outputs of SplitMix64 seeded with *key*, in numpy's wrapping uint64 arithmetic."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(key) + (np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def test_counter_stream_is_splitmix64_whatever_the_blocks():
+    assert int(_splitmix64(0, 1)[0]) == 0xE220A8397B1DCDAF  # the published first output for seed 0
+    stream = CounterStream(2 ** 62 + 12345)
+    words = torch.cat([stream.words(2, 6, "cpu"), stream.words(1, 6, "cpu")]).numpy().view(np.uint64)
+    np.testing.assert_array_equal(words.ravel(), _splitmix64(2 ** 62 + 12345, 18))
+    together, kept = keep_mask((3, 5, 7), 0.3, CounterStream(4), "cpu", blocks=3)
+    stream = CounterStream(4)
+    separate = torch.stack([keep_mask((5, 7), 0.3, stream, "cpu")[0] for _ in range(3)])
+    torch.testing.assert_close(together, separate)
+    many, _ = keep_mask((200_000,), 0.3, CounterStream(5), "cpu")
+    assert float(many.mean()) == pytest.approx(kept, abs=0.005)
+    assert isinstance(DropoutStreams(0, "cuda").generator(0), CounterStream)
+    assert isinstance(DropoutStreams(0, "cpu").generator(0), torch.Generator)

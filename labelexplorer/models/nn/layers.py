@@ -9,7 +9,8 @@
   ``(n+1)*b - 1`` belong to pass ``n``): the expensive layers in front of the first
   dropout run once per spectrum instead of once per pass. Because each layer's stream
   is consumed in pass order, the batched result equals ``N`` sequential single passes
-  drawn from the same streams (on CPU, whose generator is sequential). Streams made
+  drawn from the same streams (on a CPU torch's sequential generator; on an accelerator,
+  whose generators are not sequential, a counter-based :class:`CounterStream`). Streams made
   with ``shared=True`` draw one mask per pass for all the rows of that pass: every
   spectrum goes through the same sampled networks (see :class:`DropoutStreams`).
 * :func:`apply_max_norm` rescales rows of a weight matrix whose L2 norm exceeds a bound
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MCDropout", "DropoutStreams", "StopGrad", "apply_max_norm", "stopgrad_passthrough",
+__all__ = ["MCDropout", "DropoutStreams", "CounterStream", "StopGrad", "apply_max_norm", "stopgrad_passthrough",
            "dropout_disabled", "keep_mask", "number_dropout_layers", "n_parameters"]
 
 
@@ -54,6 +55,10 @@ class DropoutStreams:
         different spectra becomes correlated (they share the networks). It costs the
         random numbers of one row per pass instead of one per row, and lets inference
         apply a mask to a whole block of rows with one broadcast multiplication.
+    counter_based : bool, optional
+        Draw from :class:`CounterStream` s (the same masks on every device and however
+        the draws are batched) instead of torch generators. Default: only off a CPU,
+        where torch's generators are not sequential.
 
     Examples
     --------
@@ -62,24 +67,88 @@ class DropoutStreams:
     True
     >>> a != DropoutStreams(3, part=1).generator(0).initial_seed()
     True
+    >>> type(DropoutStreams(3, "cuda").generator(0)).__name__  # needs no GPU to make
+    'CounterStream'
     """
 
-    def __init__(self, seed: int, device="cpu", part: int = 0, shared: bool = False):
+    def __init__(self, seed: int, device="cpu", part: int = 0, shared: bool = False,
+                 counter_based: bool | None = None):
         self.seed = int(seed)
         self.part = int(part)
         self.shared = bool(shared)
         self.device = torch.device(device)
-        self._generators: dict[int, torch.Generator] = {}
+        self.counter_based = self.device.type != "cpu" if counter_based is None else bool(counter_based)
+        self._generators: dict[int, torch.Generator | CounterStream] = {}
 
-    def generator(self, layer: int) -> torch.Generator:
-        """The generator of dropout layer *layer* (created on first use)."""
+    def generator(self, layer: int) -> torch.Generator | CounterStream:
+        """The generator of dropout layer *layer* (created on first use).
+
+        A :class:`CounterStream` where ``counter_based`` (by default off a CPU, since a
+        CUDA generator's numbers depend on how the draws are split into calls), else a
+        torch generator.
+        """
         if layer not in self._generators:
             entropy = [self.seed, int(layer)] + ([self.part] if self.part else [])
-            state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(int(state >> np.uint64(1)))
-            self._generators[layer] = generator
+            state = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+            if self.counter_based:
+                self._generators[layer] = CounterStream(state)
+            else:
+                self._generators[layer] = torch.Generator(device=self.device).manual_seed(state)
         return self._generators[layer]
+
+
+def _as_int64(value: int) -> int:
+    """The signed 64-bit integer with the bits of the unsigned *value*."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN_GAMMA = _as_int64(0x9E3779B97F4A7C15)
+_MIX_MULTIPLIERS = (_as_int64(0xBF58476D1CE4E5B9), _as_int64(0x94D049BB133111EB))
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 *z* (torch shifts signed integers arithmetically)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+class CounterStream:
+    """Random 64-bit words that are a function of their position in the stream (SplitMix64).
+
+    Word ``j`` of block ``k`` (the ``k``-th block drawn from this stream, each of the same
+    size) is ``mix(key + (k * words_per_block + j) * gamma)`` — Steele, Lea & Flood's
+    SplitMix64 — so that drawing ten blocks in one call gives the words of ten calls of one
+    block, on any device and for any launch layout. A CUDA generator cannot promise that:
+    its numbers depend on how the calls split the work. About ten element-wise integer
+    operations per word, nothing on an accelerator (on a CPU, torch's sequential generator
+    is four times cheaper and is what :class:`DropoutStreams` uses there).
+
+    Parameters
+    ----------
+    key : int
+        The stream's seed, 0 <= key < 2**63.
+
+    Examples
+    --------
+    >>> one_call = CounterStream(7).words(3, 5, "cpu")
+    >>> stream = CounterStream(7)
+    >>> by_block = torch.cat([stream.words(1, 5, "cpu") for _ in range(3)])
+    >>> bool(torch.equal(one_call, by_block)), stream.blocks_drawn
+    (True, 3)
+    """
+
+    def __init__(self, key: int):
+        self.key = int(key)
+        self.blocks_drawn = 0
+
+    def words(self, blocks: int, words_per_block: int, device) -> torch.Tensor:
+        """The next *blocks* blocks of *words_per_block* words, ``(blocks, words_per_block)`` int64."""
+        first = self.blocks_drawn * words_per_block
+        z = torch.arange(first, first + blocks * words_per_block, dtype=torch.int64, device=device)
+        self.blocks_drawn += blocks
+        z = z.mul_(_GOLDEN_GAMMA).add_(self.key + _GOLDEN_GAMMA)  # int64 arithmetic wraps modulo 2**64
+        for bits, multiplier in zip((30, 27), _MIX_MULTIPLIERS):
+            z = z.bitwise_xor_(_shift_right(z, bits)).mul_(multiplier)
+        return z.bitwise_xor_(_shift_right(z, 31)).view(blocks, words_per_block)
 
 
 class MCDropout(nn.Module):
@@ -161,7 +230,7 @@ class MCDropout(nn.Module):
                          blocks=passes, dtype=dtype)
 
 
-def keep_mask(shape, rate: float, generator: torch.Generator, device, *, blocks: int = 1,
+def keep_mask(shape, rate: float, generator: torch.Generator | CounterStream, device, *, blocks: int = 1,
               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, float]:
     """Keep-mask of *shape* (ones and zeros of *dtype*) with drop probability *rate*, and the kept fraction.
 
@@ -183,10 +252,13 @@ def keep_mask(shape, rate: float, generator: torch.Generator, device, *, blocks:
     """
     dropped = round(rate * 65536)
     n = math.prod(shape) // blocks
-    words = torch.empty((blocks, (n + 3) // 4), dtype=torch.int64, device=device)
-    # the full 64-bit range is drawn without randint's modulo (a fifth faster); flipping the
-    # top bit gives the words randint(-2**63, 2**63 - 1) draws from the same generator state
-    words.random_(-2 ** 63, None, generator=generator).bitwise_xor_(-2 ** 63)
+    if isinstance(generator, CounterStream):
+        words = generator.words(blocks, (n + 3) // 4, device)
+    else:
+        words = torch.empty((blocks, (n + 3) // 4), dtype=torch.int64, device=device)
+        # the full 64-bit range is drawn without randint's modulo (a fifth faster); flipping the
+        # top bit gives the words randint(-2**63, 2**63 - 1) draws from the same generator state
+        words.random_(-2 ** 63, None, generator=generator).bitwise_xor_(-2 ** 63)
     # 16-bit values, uniform on the integers -32768 ... 32767: keep the top 65536 - dropped
     keep = torch.empty((blocks, n), dtype=dtype, device=device)
     torch.ge(words.view(torch.int16)[:, :n], dropped - 32768, out=keep)
