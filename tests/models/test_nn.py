@@ -371,3 +371,29 @@ def test_counter_stream_is_splitmix64_whatever_the_blocks():
     assert float(many.mean()) == pytest.approx(kept, abs=0.005)
     assert isinstance(DropoutStreams(0, "cuda").generator(0), CounterStream)
     assert isinstance(DropoutStreams(0, "cpu").generator(0), torch.Generator)
+
+
+def test_the_mean_network_of_one_thread_leaves_dropout_on_in_another():
+    import threading
+
+    layer = MCDropout(0.5)
+    inside, done = threading.Event(), threading.Event()
+    seen = {}
+
+    def mean_network():
+        with dropout_disabled(layer):
+            seen["inside"] = bool((layer(torch.ones(1000)) == 1).all())
+            inside.set()
+            done.wait(10)
+        seen["after"] = layer.enabled
+
+    worker = threading.Thread(target=mean_network)
+    worker.start()
+    assert inside.wait(10)
+    assert layer.enabled and bool((layer(torch.ones(1000)) == 0).any())  # this thread still drops units
+    done.set()
+    worker.join(10)
+    assert seen == {"inside": True, "after": True}
+    with dropout_disabled(layer), dropout_disabled(layer):  # nested: on again only at the outer exit
+        pass
+    assert layer.enabled

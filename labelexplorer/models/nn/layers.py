@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -164,7 +165,8 @@ class MCDropout(nn.Module):
     stream : int
         Index of this layer's stream in a :class:`DropoutStreams` (set by the network).
     enabled : bool
-        False only inside :func:`dropout_disabled` (the deterministic mean network).
+        False only inside :func:`dropout_disabled` (the deterministic mean network), and
+        only in the thread that entered it.
 
     Examples
     --------
@@ -187,7 +189,10 @@ class MCDropout(nn.Module):
             raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
         self.rate = float(rate)
         self.stream = 0
-        self.enabled = True
+
+    @property
+    def enabled(self) -> bool:
+        return id(self) not in getattr(_DISABLED, "layers", ())
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}, stream={self.stream}"
@@ -281,9 +286,15 @@ def number_dropout_layers(module: nn.Module) -> int:
     return count
 
 
+# ids of the MC dropout layers switched off, per thread: the chunks of one job run in a
+# thread per core on the same network, and one thread's mean network must not switch
+# dropout back on (or off) under another's forward
+_DISABLED = threading.local()
+
+
 @contextlib.contextmanager
 def dropout_disabled(module: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily turn every MC dropout layer off (the deterministic "mean network").
+    """Temporarily turn every MC dropout layer off (the deterministic "mean network"), in this thread only.
 
     Examples
     --------
@@ -292,14 +303,12 @@ def dropout_disabled(module: nn.Module) -> Iterator[nn.Module]:
     ...     bool((layer(torch.ones(4)) == 1).all())
     True
     """
-    layers = [m for m in module.modules() if isinstance(m, MCDropout)]
-    for layer in layers:
-        layer.enabled = False
+    before = getattr(_DISABLED, "layers", frozenset())
+    _DISABLED.layers = before | {id(m) for m in module.modules() if isinstance(m, MCDropout)}
     try:
         yield module
     finally:
-        for layer in layers:
-            layer.enabled = True
+        _DISABLED.layers = before
 
 
 class _StopGradient(torch.autograd.Function):
