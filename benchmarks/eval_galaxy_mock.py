@@ -10,6 +10,10 @@ Mock galaxies (``labelexplorer.mock.galaxies``: 128 px JPEGs with catalog, read 
 4. the paper's §5.1 control: the CNN trained on stellar mass, converted to metallicity
    with the Tremonti relation.
 
+Each CNN row gives ``calibration``, std((prediction − truth) / total_std) of the model's
+calibrated uncertainties (1 is honest), and ``raw_calibration``, the same for the raw
+MC-dropout and orientation spreads (``GalaxyCNN.uncalibrated_std``).
+
 Real SDSS cutouts (the 400 of ``galaxies/sdss_gri_128`` in the shared data; found via
 ``LABELEXPLORER_REAL_DATA`` or ``../shared/data``): k-fold cross-validation of the
 constant mean, the random forest on image photometry (the catalog has no magnitudes)
@@ -125,7 +129,9 @@ def evaluate_mock(args) -> None:
         estimate = prediction["OH_P50"]
         rows.append(row(f"CNN {size} px", estimate.mean, oh[test], fit_s=fitted, predict_s=predicted,
                         model_std=np.mean(estimate.model_std), tta_std=np.mean(estimate.predictive_std),
-                        calibration=calibration_ratio(estimate.mean, oh[test], estimate.total_std)))
+                        calibration=calibration_ratio(estimate.mean, oh[test], estimate.total_std),
+                        raw_calibration=calibration_ratio(estimate.mean, oh[test],
+                                                          model.uncalibrated_std(prediction)[:, 0])))
         print(f"  CNN {size:3d} px: RMSE {rows[-1]['rmse']:.4f}, NMAD {rows[-1]['nmad']:.4f} "
               f"(fit {fitted:.0f} s, predict {predicted:.0f} s)", flush=True)
         if size == args.size:
@@ -172,14 +178,15 @@ def evaluate_real(args) -> None:
                 len(oh), splits), oh)]
     for name, overrides in (("CNN", {}),):
         out, fit_total = np.full(len(oh), np.nan), 0.0
-        std = np.full(len(oh), np.nan)
+        std, raw_std = np.full(len(oh), np.nan), np.full(len(oh), np.nan)
         for train, test in splits:
             model = cnn(args, image_size=args.real_size, epochs=args.real_epochs, batch_size=32, **overrides)
             prediction, fitted, _ = fit_predict(model, images, {"OH_P50": oh}, train, test)
             out[test], std[test] = prediction["OH_P50"].mean, prediction["OH_P50"].total_std
+            raw_std[test] = model.uncalibrated_std(prediction)[:, 0]
             fit_total += fitted
         rows.append(row(f"{name} {args.real_size} px, {args.real_epochs} epochs", out, oh, fit_s=fit_total,
-                        calibration=calibration_ratio(out, oh, std)))
+                        calibration=calibration_ratio(out, oh, std), raw_calibration=calibration_ratio(out, oh, raw_std)))
     show(f"Real SDSS metallicity, out-of-fold over {len(oh)} galaxies ({PAPER})", rows)
 
 

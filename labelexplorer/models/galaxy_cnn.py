@@ -35,11 +35,19 @@ transform and only the head is repeated). ``mean`` averages everything;
 ``predictive_std`` is the spread of the 8 transforms' predictions (what the image's
 orientation changes; NaN with ``tta=False``); ``model_std`` the MC dropout spread
 (NaN with ``mc_passes=0``). Masks come from seeded generators (``random_state``), so a
-saved and reloaded model predicts the same values. Both spreads are much smaller than
-the actual errors (on the mock galaxies their total is ~1/2.5 of the RMSE), so the
-model also keeps ``validation_rmse_``, the RMSE of its predictions on up to 256
-held-out training images (training images when ``validation_fraction=0``), reported in
-``prediction.meta["validation_rmse"]``.
+saved and reloaded model predicts the same values.
+
+Uncertainty calibration: both spreads are much smaller than the actual errors (on the
+mock galaxies their raw total was 1/2 to 1/8 of the RMSE): neither knows the scatter of
+the label that the image cannot explain. At the end of training a scale and a floor per
+label (:func:`labelexplorer.models.calibration.uncertainty_calibration`) are fitted on
+up to 1024 held-out training images, as for the BCNNs: ``model_std`` is the scaled MC
+spread, ``predictive_std`` the scaled orientation spread with the floor added in
+quadrature — the floor is that unexplained scatter, an aleatoric error.
+``calibrate(images, labels)`` refits them on any held-out labelled images;
+``calibrate_uncertainty=False`` keeps the raw spreads. The model also keeps
+``validation_rmse_`` (reported in ``prediction.meta["validation_rmse"]``); with
+``validation_fraction=0`` all of this is measured on training images, and optimistic.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from ..images import ImageSet
 from ..labels import canonical_label
 from ..prediction import LabelPrediction
 from .base import LabelModel, dataset_hash, register_model
+from .calibration import uncertainty_calibration
 from .nn.device import autocast, forked_rng, resolve_precision, run_in_chunks
 from .nn.layers import DropoutStreams, dropout_disabled, n_parameters
 from .nn.model import TorchModel
@@ -67,7 +76,7 @@ from .nn.weights import WEIGHTS_FILE, model_file_errors, read_network, save_netw
 
 __all__ = ["GalaxyCNN", "dihedral", "random_dihedral", "rebin_images", "as_image_array"]
 
-_REFERENCE_IMAGES = 256
+_REFERENCE_IMAGES = 1024  # held-out images for the calibration, the flag's yardstick and the RMSE
 _RECALIBRATION_IMAGES = 4096
 _PREDICT_BATCH = 128
 
@@ -253,6 +262,9 @@ class GalaxyCNN(TorchModel, LabelModel):
         Flag ``outside_training_set`` when the total uncertainty exceeds this multiple of
         its median on held-out training images, or the prediction leaves the training
         label range widened by 10 %.
+    calibrate_uncertainty : bool
+        Fit a scale and a floor of the uncertainties on held-out training images at the
+        end of training (see the module notes); False keeps the raw spreads.
     random_state : int
         Seed of the weights, split, shuffling, augmentation and dropout masks.
     device : str
@@ -283,6 +295,9 @@ class GalaxyCNN(TorchModel, LabelModel):
         Label standardisation and training range (n_labels,), (n_labels, 2).
     reference_std_ : ndarray (n_labels,)
         Median total uncertainty on held-out images (the yardstick of the flag).
+    uncertainty_scale_, uncertainty_floor_ : ndarray (n_labels,)
+        The calibration: scale of both spreads, and the floor (in standardised label
+        units) added to ``predictive_std``.
     validation_rmse_ : ndarray (n_labels,)
         RMSE on held-out images.
     history_ : list of dict
@@ -310,7 +325,8 @@ class GalaxyCNN(TorchModel, LabelModel):
                  restart_epochs: int = 1, restart_mult: int = 2, frozen_epochs: int | None = None,
                  pretrained: str | None = None, augment: bool = True, tta: bool = True, mc_passes: int = 16,
                  validation_fraction: float = 0.2, early_stopping_patience: int | None = None,
-                 outside_std_factor: float = 3.0, random_state: int = 0, device: str = "auto",
+                 outside_std_factor: float = 3.0, calibrate_uncertainty: bool = True, random_state: int = 0,
+                 device: str = "auto",
                  precision: str = "auto", channels_last: bool = True, checkpoint_dir: str | None = None,
                  progress: bool = True):
         self.depth = depth
@@ -333,6 +349,7 @@ class GalaxyCNN(TorchModel, LabelModel):
         self.validation_fraction = validation_fraction
         self.early_stopping_patience = early_stopping_patience
         self.outside_std_factor = outside_std_factor
+        self.calibrate_uncertainty = calibrate_uncertainty
         self.random_state = random_state
         self.device = device
         self.precision = precision
@@ -433,13 +450,70 @@ class GalaxyCNN(TorchModel, LabelModel):
         self.training_hash_ = training_hash
         _, val_rows = split_indices(len(x), self.validation_fraction, self.random_state)
         reference = (val_rows if val_rows.size else np.arange(len(x)))[:_REFERENCE_IMAGES]
-        mean, model_std, predictive_std = self._moments(x[reference].numpy())
-        total = np.sqrt(np.nan_to_num(model_std) ** 2 + np.nan_to_num(predictive_std) ** 2) * label_std
-        self.reference_std_ = np.median(total, axis=0)
-        residual = (mean - y[reference].numpy()) * label_std
+        self._fit_calibration(x[reference].numpy(), y[reference].numpy(), fit=self.calibrate_uncertainty)
+
+    def calibrate(self, images, labels) -> "GalaxyCNN":
+        """Refit the uncertainty calibration on held-out labelled images; returns self.
+
+        Training fits it on up to 1024 of its validation images; any images with
+        reference labels that the network never trained on serve as well, the more the
+        better. ``reference_std_`` (the flag's yardstick) and ``validation_rmse_`` are
+        refitted on them too.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            Held-out images, as for :meth:`predict`.
+        labels : table
+            Reference labels with at least every label of the model; NaN / -9999 skipped.
+
+        Returns
+        -------
+        self
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> bright = rng.uniform(0.2, 0.8, 40)
+        >>> images = ImageSet(bright[:, None, None, None] * np.ones((40, 3, 8, 8)))
+        >>> model = GalaxyCNN(depth=10, width=4, hidden=8, image_size=8, epochs=1, batch_size=8, mc_passes=4,
+        ...                   progress=False).fit(images[:24], {"OH_P50": 8.5 + bright[:24]})
+        >>> model.calibrate(images[24:], {"OH_P50": 8.5 + bright[24:]}).uncertainty_scale_.shape
+        (1,)
+        """
+        self._check_fitted("be calibrated")
+        pixels, _ = as_image_array(images)
+        values, names, _ = self._label_values(pixels, labels)
+        missing = [name for name in self.label_names_ if name not in names]
+        if missing:
+            raise LabelError(f"labels: no column for {missing}; calibrating needs every label of the model "
+                             f"({self.label_names_})")
+        values = values[:, [names.index(name) for name in self.label_names_]]
+        values = np.where(values == -9999.0, np.nan, values)
+        self._fit_calibration(self.prepare_images(pixels), (values - self.label_mean_) / self.label_std_, fit=True)
+        return self
+
+    def _fit_calibration(self, x: np.ndarray, y: np.ndarray, *, fit: bool) -> None:
+        """Set ``uncertainty_scale_``, ``uncertainty_floor_``, ``reference_std_`` and ``validation_rmse_``
+        from prepared images *x* and their standardised labels *y* (NaN: missing)."""
+        mean, model_std, predictive_std = self._moments(x)
+        raw = np.hypot(np.nan_to_num(model_std), np.nan_to_num(predictive_std))
+        residual = mean - y
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a label without validation values gives NaN
-            self.validation_rmse_ = np.sqrt(np.nanmean(residual ** 2, axis=0))
+            warnings.simplefilter("ignore", RuntimeWarning)  # a label without held-out values gives NaN
+            rmse = np.sqrt(np.nanmean(residual ** 2, axis=0))
+        n_labels = raw.shape[1]
+        scale, floor = np.ones(n_labels), np.zeros(n_labels)
+        for j in range(n_labels) if fit else ():
+            if not (raw[:, j] > 0).any():  # no spread at all (no TTA, no MC passes): the RMSE is the error
+                floor[j] = rmse[j] if np.isfinite(rmse[j]) else 0.0
+                continue
+            fitted = uncertainty_calibration(residual[:, j], raw[:, j])
+            if np.isfinite(fitted).all():
+                scale[j], floor[j] = fitted
+        self.uncertainty_scale_, self.uncertainty_floor_ = scale, floor
+        self.reference_std_ = np.median(np.hypot(scale * raw, floor), axis=0) * self.label_std_
+        self.validation_rmse_ = rmse * self.label_std_
 
     def _parameter_groups(self, network: ResNetRegressor) -> list[dict]:
         ratios = [float(r) for r in self.layer_lr_ratios]
@@ -462,7 +536,8 @@ class GalaxyCNN(TorchModel, LabelModel):
 
     def _fingerprint(self, training_hash: str, names) -> str:
         """Identifies data and training hyperparameters, so a checkpoint is only resumed by the same run."""
-        ignored = {"progress", "device", "checkpoint_dir", "tta", "mc_passes", "outside_std_factor"}
+        ignored = {"progress", "device", "checkpoint_dir", "tta", "mc_passes", "outside_std_factor",
+                   "calibrate_uncertainty"}
         settings = {k: v for k, v in self.get_params().items() if k not in ignored}
         text = json.dumps(settings, sort_keys=True, default=str) + ",".join(names) + training_hash
         return dataset_hash(np.frombuffer(text.encode(), np.uint8))
@@ -543,9 +618,12 @@ class GalaxyCNN(TorchModel, LabelModel):
         pixels, ids = as_image_array(images)
         x = self.prepare_images(pixels)
         mean, model_std, predictive_std = self._moments(x)
-        scale = self.label_std_
-        mean = mean * scale + self.label_mean_
-        model_std, predictive_std = model_std * scale, predictive_std * scale
+        mean = mean * self.label_std_ + self.label_mean_
+        scale, floor = self.label_std_ * self.uncertainty_scale_, self.label_std_ * self.uncertainty_floor_
+        model_std = model_std * scale
+        # the floor is the label's scatter that the image cannot explain: aleatoric, with the orientation spread
+        predictive_std = np.where(np.isnan(predictive_std) & (floor == 0), np.nan,
+                                  np.hypot(np.nan_to_num(predictive_std) * scale, floor))
         total = np.sqrt(np.nan_to_num(model_std) ** 2 + np.nan_to_num(predictive_std) ** 2)
         low, high = self.label_range_[:, 0], self.label_range_[:, 1]
         margin = 0.1 * (high - low)
@@ -556,6 +634,24 @@ class GalaxyCNN(TorchModel, LabelModel):
                                meta={"model": self.name, "tta_transforms": 8 if self.tta else 1,
                                      "mc_passes": int(self.mc_passes), "image_size": int(self.image_size),
                                      "validation_rmse": dict(zip(self.label_names_, self.validation_rmse_.tolist()))})
+
+    def uncalibrated_std(self, prediction: LabelPrediction) -> np.ndarray:
+        """The raw total uncertainty of *prediction* (a result of this model): its MC and orientation spreads
+        before the calibration, shape (n, n_labels) in this model's label order.
+
+        Examples
+        --------
+        >>> model = GalaxyCNN()
+        >>> model.label_names_, model.label_std_ = ["OH_P50"], np.array([0.2])
+        >>> model.uncertainty_scale_, model.uncertainty_floor_ = np.array([2.0]), np.array([0.3])
+        >>> prediction = LabelPrediction(["OH_P50"], [[8.9]], [[0.08]], [[np.hypot(0.12, 0.06)]])
+        >>> model.uncalibrated_std(prediction).round(3)  # hypot(0.08, 0.12) / 2
+        array([[0.072]])
+        """
+        scale, floor = self.uncertainty_scale_, self.uncertainty_floor_ * self.label_std_
+        model_std = np.nan_to_num(prediction.model_std) / scale
+        orientation = np.sqrt(np.maximum(np.nan_to_num(prediction.predictive_std) ** 2 - floor ** 2, 0.0)) / scale
+        return np.hypot(model_std, orientation)
 
     # ------------------------------------------------------------------ sensitivity
     def saliency(self, images, label: str) -> np.ndarray:
@@ -607,7 +703,8 @@ class GalaxyCNN(TorchModel, LabelModel):
         save_network(directory, self.network_, {
             "channel_mean": self.channel_mean_, "channel_std": self.channel_std_, "label_mean": self.label_mean_,
             "label_std": self.label_std_, "label_range": self.label_range_, "reference_std": self.reference_std_,
-            "validation_rmse": self.validation_rmse_})
+            "validation_rmse": self.validation_rmse_, "uncertainty_scale": self.uncertainty_scale_,
+            "uncertainty_floor": self.uncertainty_floor_})
 
     def _load_weights(self, directory: Path) -> None:
         state, arrays = read_network(directory, self.name)
@@ -617,9 +714,13 @@ class GalaxyCNN(TorchModel, LabelModel):
                 setattr(self, f"{name}_", arrays[name].astype(np.float32))
             for name in ("label_mean", "label_std", "label_range", "reference_std", "validation_rmse"):
                 setattr(self, f"{name}_", arrays[name].astype(np.float64))
+            # models saved before the calibration: the raw spreads
+            self.uncertainty_scale_ = arrays.get("uncertainty_scale", np.ones(n_labels)).astype(np.float64)
+            self.uncertainty_floor_ = arrays.get("uncertainty_floor", np.zeros(n_labels)).astype(np.float64)
             if not (self.channel_mean_.shape == self.channel_std_.shape == (3,)
                     and self.label_mean_.shape == self.label_std_.shape == self.reference_std_.shape
-                    == self.validation_rmse_.shape == (n_labels,)
+                    == self.validation_rmse_.shape == self.uncertainty_scale_.shape
+                    == self.uncertainty_floor_.shape == (n_labels,)
                     and self.label_range_.shape == (n_labels, 2)):
                 raise ValueError(f"normalisation arrays do not match 3 channels and the {n_labels} labels")
             network = self.network_for(n_labels)

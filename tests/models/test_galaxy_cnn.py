@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -131,18 +133,74 @@ def test_tta_mean_is_the_mean_of_explicitly_transformed_predictions(deterministi
     finally:
         deterministic_model.set_params(tta=True)
     np.testing.assert_allclose(with_tta.mean, explicit.mean(axis=0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(with_tta.predictive_std, explicit.std(axis=0), rtol=1e-4, atol=1e-6)
+    model = deterministic_model  # the orientation spread, calibrated: scaled, with the floor in quadrature
+    expected = np.hypot(explicit.std(axis=0) * model.uncertainty_scale_, model.uncertainty_floor_ * model.label_std_)
+    np.testing.assert_allclose(with_tta.predictive_std, expected, rtol=1e-4, atol=1e-6)
     assert np.all(with_tta.predictive_std > 0)
     assert np.isnan(with_tta.model_std).all()  # mc_passes=0: no MC dropout spread
 
 
-def test_without_tta_the_predictive_std_is_unknown(deterministic_model, toy):
+def test_without_tta_the_predictive_std_is_the_calibration_floor_alone(deterministic_model, toy):
     deterministic_model.set_params(tta=False)
     try:
         prediction = deterministic_model.predict(toy[0][:4])
     finally:
         deterministic_model.set_params(tta=True)
-    assert np.isnan(prediction.predictive_std).all()
+    floor = deterministic_model.uncertainty_floor_ * deterministic_model.label_std_
+    if floor[0] == 0:
+        assert np.isnan(prediction.predictive_std).all()  # no orientation spread and nothing beyond it
+    else:
+        np.testing.assert_allclose(prediction.predictive_std, np.broadcast_to(floor, (4, 1)))
+
+
+def test_uncalibrated_model_without_tta_has_no_predictive_std(toy):
+    images, labels = toy
+    model = GalaxyCNN(**{**TINY, "epochs": 2}, mc_passes=0, calibrate_uncertainty=False).fit(images, {"OH_P50": labels})
+    assert model.uncertainty_scale_.tolist() == [1.0] and model.uncertainty_floor_.tolist() == [0.0]
+    assert np.isnan(model.set_params(tta=False).predict(images[:3]).predictive_std).all()
+
+
+def test_calibrated_uncertainties_match_the_errors_on_held_out_images():
+    """Labels with scatter that the image cannot explain: the raw spreads miss it, the calibration adds it."""
+    images, labels = _toy_images(400, seed=3)
+    noisy = labels + np.random.default_rng(3).normal(0, 0.1, labels.size)  # 0.1 dex that no image shows
+    settings = {**TINY, "epochs": 6, "mc_passes": 8, "validation_fraction": 0.5}
+    calibrated = GalaxyCNN(**settings).fit(images[:300], {"OH_P50": noisy[:300]})
+    raw = GalaxyCNN(**settings, calibrate_uncertainty=False).fit(images[:300], {"OH_P50": noisy[:300]})
+    held_out = noisy[300:]
+
+    def rms_z(model):
+        estimate = model.predict(images[300:])["OH_P50"]
+        return float(np.sqrt(np.mean(((estimate.mean - held_out) / estimate.total_std) ** 2)))
+
+    assert rms_z(raw) > 1.5, "the toy's raw spreads should miss the unexplained scatter"  # 1.7-2.2 by seed
+    assert 0.75 < rms_z(calibrated) < 1.35  # 0.97-1.07 by seed
+    assert calibrated.reference_std_[0] > 1.3 * raw.reference_std_[0]  # scale or floor: the flag's yardstick grew
+    # the same weights (the setting is not part of training): undoing the calibration gives the raw spreads
+    np.testing.assert_allclose(calibrated.uncalibrated_std(calibrated.predict(images[300:])),
+                               raw.predict(images[300:]).total_std, rtol=1e-4)
+    # refitting on the held-out images themselves brings them to ~1
+    refit = calibrated.calibrate(images[300:], {"OH_P50": held_out})
+    assert 0.8 < rms_z(refit) < 1.25
+    assert refit.validation_rmse_[0] == pytest.approx(
+        np.sqrt(np.mean((refit.predict(images[300:])["OH_P50"].mean - held_out) ** 2)), rel=1e-6)
+
+
+def test_calibrate_needs_every_label(mc_model, toy):
+    with pytest.raises(LabelExplorerError, match=r"no column for \['OH_P50'\]"):
+        mc_model.calibrate(toy[0][:10], {"LOG_MSTAR": np.full(10, 10.0)})
+
+
+def test_a_model_saved_before_the_calibration_loads_with_the_raw_spreads(mc_model, toy, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    folder = mc_model.save(tmp_path / "old")
+    weights = next(Path(folder).glob("*.safetensors"))
+    tensors = {k: v for k, v in load_file(str(weights)).items() if "uncertainty_" not in k}
+    save_file(tensors, str(weights))
+    loaded = le.load_model(folder)
+    assert loaded.uncertainty_scale_.tolist() == [1.0] and loaded.uncertainty_floor_.tolist() == [0.0]
+    assert np.isfinite(loaded.predict(toy[0][:3]).total_std).all()
 
 
 def test_mc_dropout_spread_is_positive_and_seeded(mc_model, toy):
