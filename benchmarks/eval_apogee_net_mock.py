@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from labelexplorer import Spectra, read
-from labelexplorer.analysis.metrics import bias, sigma_mad
+from labelexplorer.analysis.metrics import bias, calibration_ratio, sigma_mad
 from labelexplorer.mock import make_universe, regenerate_star
 from labelexplorer.models.apogee_net import ApogeeNet, attach_photometry
 
@@ -157,6 +157,23 @@ def snr_table(prediction, snr: np.ndarray) -> None:
         print(f"  {f'{low:.0f}-{high:.0f}':<10}{int(rows.sum()):>5} | {np.nanmedian(teff_std[rows]):10.1f} "
               f"{log_std:10.4f} {np.nanmedian(prediction['LOGG'].predictive_std[rows]):7.3f} "
               f"{np.nanmedian(prediction['FE_H'].predictive_std[rows]):8.3f}")
+
+
+def calibration_table(model, prediction, table: pd.DataFrame, rows: np.ndarray) -> None:
+    """std((prediction − truth) / σ) per class: the calibrated total σ against the papers' noise spread alone."""
+    print("\nv2 calibration on the test stars: std((prediction − truth) / σ), 1 = honest; calibrated total σ "
+          "(fitted on the development stars) vs the papers' noise-draw spread")
+    print(f"  {'class':<12}{'n':>5} | {'Teff cal':>8} {'raw':>6} | {'logg cal':>8} {'raw':>6} | {'[Fe/H] cal':>10} {'raw':>6}")
+    classes = table["STAR_CLASS"].to_numpy()[rows]
+    for group, members in {"all": tuple(set(classes)), **CLASS_GROUPS}.items():
+        chosen = np.isin(classes, members)
+        cells = []
+        for j, label in enumerate(model.label_names_):
+            estimate, truth = prediction[label], table[f"TRUE_{label}"].to_numpy(float)[rows]
+            raw = estimate.predictive_std / model.uncertainty_scale_[j]
+            cells.append(f"{calibration_ratio(estimate.mean[chosen], truth[chosen], estimate.total_std[chosen]):8.2f} "
+                         f"{calibration_ratio(estimate.mean[chosen], truth[chosen], raw[chosen]):6.1f}")
+        print(f"  {group:<12}{int(chosen.sum()):>5} | " + " | ".join(cells))
 
 
 def weighting_table(uniform: dict, kde: dict) -> None:
@@ -287,6 +304,7 @@ def main() -> None:
     class_table("v2 trained with photometry, photometry withheld at prediction", blind, table, test)
     weighting_table(scatter["v2 uniform weights"], scatter["v2"])
     snr_table(predictions["v2"], np.asarray(spectra.snr)[test])
+    calibration_table(models["v2"], predictions["v2"], table, test)
     flags = predictions["v2"].flags
     print("\nv2 flags on the test stars: " + ", ".join(f"{k} {int(v.sum())}" for k, v in flags.items()))
     young = np.isin(classes[test], ["yso"])

@@ -39,7 +39,7 @@ __all__ = ["DEFAULT_OUT", "DEFAULT_MODELS", "RECIPES", "Recipe", "Demo", "build_
            "load_spectra", "training_labels", "configure_parser", "run"]
 
 DEFAULT_OUT = Path(".labelexplorer") / "demo"
-DEFAULT_MODELS = ("ridge", "slam", "bcnn-censored", "galaxy-cnn")
+DEFAULT_MODELS = ("ridge", "slam", "bcnn-censored", "apogee-net", "galaxy-cnn")
 TRAINING_FRACTION = 0.7
 _STAR_COLUMNS = ("MOCK_INDEX", "CLUSTER", "STAR_CLASS", "POPULATION", "SNR", "RA", "DEC", "HAS_SPECTRUM")
 _TRAINING_STREAM = 7  # seed-sequence entry of the train/test split (other streams belong to the mock)

@@ -54,7 +54,15 @@ pixels, zero flux without an error, stay zero as the network saw them); the repo
 is the median over the draws, its ``predictive_std`` the standard deviation. All draws of
 a chunk of spectra go through the network as one tensor batch. Each spectrum's noise comes
 from its own generator seeded by ``(random_state, spectrum id)``, so a star's result does
-not depend on the batch it is in. ``model_std`` is NaN (no MC dropout in these papers).
+not depend on the batch it is in. Those draws carry the flux noise only, not the
+network's own error (on the mock universe's demo they were 6× smaller than the errors),
+so at the end of training a scale and a floor per label are fitted on the held-out
+development stars (:func:`labelexplorer.models.calibration.uncertainty_calibration`,
+as for the BCNNs; for Teff on log10 Teff, whose errors grow with Teff): ``predictive_std``
+is the scaled noise spread, ``model_std`` the floor, the network's own error.
+``calibrate(spectra, labels)`` refits them on any held-out labelled stars (the only way for
+published weights, which come uncalibrated); ``calibrate_uncertainty=False`` keeps the
+papers' recipe, with ``model_std`` NaN (no MC dropout in these papers).
 
 Flags: ``feh_not_reported`` ([Fe/H] is NaN above 6500 K, where paper 001 trained on
 forced zeros), ``yso_candidate`` (inside the paper-002 polygon (Teff, logg) = (2200, 4.4),
@@ -83,6 +91,7 @@ from ..prediction import LabelPrediction
 from ..preprocess.grid import APOGEE_N_PIXELS, apogee_wavelength
 from ..spectra import Spectra
 from .base import LabelModel, dataset_hash, register_model
+from .calibration import uncertainty_calibration
 from .nn.device import forked_rng, memory_budget, rows_per_chunk, run_in_chunks
 from .nn.layers import n_parameters
 from .nn.model import TorchModel
@@ -722,6 +731,10 @@ class ApogeeNet(TorchModel, LabelModel):
         are flagged ``outside_training_set``.
     low_snr : float
         Spectra with SNR below this are flagged ``low_snr``.
+    calibrate_uncertainty : bool
+        Fit a scale of the noise spread and a floor per label on the held-out development
+        stars at the end of training (see the module notes); False: the papers'
+        noise spread alone.
     random_state : int
         Seed of the weights, splits, shuffling and noise draws.
     device : str
@@ -761,7 +774,8 @@ class ApogeeNet(TorchModel, LabelModel):
                  learning_rate: float | None = None, layer_learning_rates: str = "uniform",
                  dropout: float | None = None, early_stopping_patience: int = 5,
                  n_draws: int | None = None, error_clip: float = 5.0, outside_distance: float = 0.5,
-                 low_snr: float = 20.0, random_state: int = 0, device: str = "auto",
+                 low_snr: float = 20.0, calibrate_uncertainty: bool = True, random_state: int = 0,
+                 device: str = "auto",
                  draw_batch_size: int | None = None, checkpoint_dir: str | None = None, progress: bool = True):
         self.version = version
         self.use_photometry = use_photometry
@@ -788,6 +802,7 @@ class ApogeeNet(TorchModel, LabelModel):
         self.error_clip = error_clip
         self.outside_distance = outside_distance
         self.low_snr = low_snr
+        self.calibrate_uncertainty = calibrate_uncertainty
         self.random_state = random_state
         self.device = device
         self.draw_batch_size = draw_batch_size
@@ -953,7 +968,7 @@ class ApogeeNet(TorchModel, LabelModel):
         """Hash of the data and of the settings that shape training (all but the fine-tuning ones when
         *fine_tuning* is False: the all-star stage does not depend on them, so its checkpoint serves
         a run that differs only in fine-tuning, e.g. with and without it)."""
-        ignored = {"progress", "device", "draw_batch_size", "checkpoint_dir", "n_draws", "error_clip",
+        ignored = {"progress", "device", "draw_batch_size", "checkpoint_dir", "n_draws", "error_clip", "calibrate_uncertainty",
                    "outside_distance", "low_snr"}
         if not fine_tuning:
             ignored |= {"fine_tune_rounds", "fine_tune_fraction", "fine_tune_patience", "fine_tune_learning_rate"}
@@ -1011,6 +1026,63 @@ class ApogeeNet(TorchModel, LabelModel):
                                                                                   replace=False)]
         self.training_targets_ = reference.astype(np.float32)
         self.training_hash_ = dataset_hash(flux, values)
+        self.label_names_ = list(names)  # what predict needs for the calibration (fit sets it again)
+        # on the development stars (the test stars stay clean for the user's own checks)
+        dev = split["dev"]
+        self._fit_calibration(spectra[dev], values[dev], names, fit=self.calibrate_uncertainty)
+
+    def calibrate(self, spectra, labels) -> "ApogeeNet":
+        """Refit the uncertainty calibration on held-out labelled spectra; returns self.
+
+        Training fits it on its development stars; published weights come
+        without one. Any spectra with reference labels that the network never trained on
+        serve, the more the better (a few hundred pin a factor to ~±10 %).
+
+        Parameters
+        ----------
+        spectra : Spectra
+            Held-out spectra, as for :meth:`predict`.
+        labels : table
+            Reference labels with at least every label of the model; -9999 / NaN skipped.
+
+        Returns
+        -------
+        self
+
+        Examples
+        --------
+        >>> from labelexplorer.preprocess.grid import apogee_wavelength
+        >>> rng = np.random.default_rng(0)
+        >>> teff = rng.uniform(4000.0, 5000.0, 60)
+        >>> flux = 1.0 - 0.1 * np.outer(teff / 5000.0, np.ones(8575)) + rng.normal(0, 0.01, (60, 8575))
+        >>> spectra = Spectra(flux, apogee_wavelength(), error=np.full(flux.shape, 0.01))
+        >>> labels = {"TEFF": teff, "LOGG": np.full(60, 2.5), "FE_H": np.zeros(60)}
+        >>> model = ApogeeNet(**ApogeeNet.quick_hyperparameters).fit(spectra[:40], {k: v[:40] for k, v in labels.items()})
+        >>> model.calibrate(spectra[40:], {k: v[40:] for k, v in labels.items()}).uncertainty_scale_.shape
+        (3,)
+        """
+        self._check_fitted("be calibrated")
+        values, names, _ = self._label_values(spectra, labels)
+        missing = [name for name in self.label_names_ if name not in names]
+        if missing:
+            raise LabelError(f"labels: no column for {missing}; calibrating needs every label of the model "
+                             f"({self.label_names_})")
+        self._fit_calibration(spectra, values, names, fit=True)
+        return self
+
+    def _fit_calibration(self, spectra: Spectra, values: np.ndarray, names: list[str], *, fit: bool) -> None:
+        """Set ``uncertainty_scale_`` and ``uncertainty_floor_`` (per label; Teff's floor in dex of Teff)."""
+        n_labels = len(self.label_names_)
+        self.uncertainty_scale_, self.uncertainty_floor_ = np.ones(n_labels), np.zeros(n_labels)
+        if not fit or len(spectra) == 0:
+            return
+        prediction = self._predict(spectra)
+        for j, name in enumerate(self.label_names_):
+            truth = np.where(values[:, names.index(name)] == -9999.0, np.nan, values[:, names.index(name)])
+            residual, std = _calibration_space(name, prediction.mean[:, j], prediction.predictive_std[:, j], truth)
+            scale, floor = uncertainty_calibration(residual, std)
+            if np.isfinite(scale) and np.isfinite(floor):
+                self.uncertainty_scale_[j], self.uncertainty_floor_[j] = scale, floor
 
     def _weights(self, targets: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
         weighting = self.resolved("weighting")
@@ -1158,6 +1230,7 @@ class ApogeeNet(TorchModel, LabelModel):
         model.training_targets_ = None
         model.split_ = {part: np.zeros(0, dtype=np.int64) for part in ("train", "dev", "test")}
         model.label_names_ = list(LABELS)
+        model.uncertainty_scale_, model.uncertainty_floor_ = np.ones(len(LABELS)), np.zeros(len(LABELS))
         model.training_hash_ = "published:" + dataset_hash(np.frombuffer(path.read_bytes(), np.uint8))
         return model
 
@@ -1215,14 +1288,24 @@ class ApogeeNet(TorchModel, LabelModel):
         mean = np.median(samples, axis=1)
         std = samples.std(axis=1, ddof=1) if samples.shape[1] > 1 else np.full(mean.shape, np.nan)
         flags = self._flags(spectra, mean, z)
+        model_std = None
+        scale, floor = getattr(self, "uncertainty_scale_", None), getattr(self, "uncertainty_floor_", None)
+        if scale is not None and self.calibrate_uncertainty:
+            std = std * scale
+            # Teff's floor is relative (dex of Teff), the others' in their own units; none fitted: unknown
+            model_std = np.stack([mean[:, j] * np.log(10.0) * floor[j] if name == "TEFF" else
+                                  np.full(len(mean), floor[j]) for j, name in enumerate(self.label_names_)], axis=1)
+            model_std[:, floor == 0] = np.nan
         if "TEFF" in self.label_names_ and "FE_H" in self.label_names_:
             hot = flags["feh_not_reported"]
             column = self.label_names_.index("FE_H")
             mean[hot, column] = np.nan
             std[hot, column] = np.nan
+            if model_std is not None:
+                model_std[hot, column] = np.nan
         meta = {"model": self.name, "version": self.version_, "n_draws": samples.shape[1] if use_draws else 0,
                 "photometry": self.use_photometry_, "published": self.is_published}
-        return LabelPrediction(self.label_names_, mean, None, std, ids=spectra.ids, flags=flags, meta=meta)
+        return LabelPrediction(self.label_names_, mean, model_std, std, ids=spectra.ids, flags=flags, meta=meta)
 
     def _check_format(self, spectra: Spectra) -> None:
         trained, given = self.training_format_, str(spectra.meta.get("format", ""))
@@ -1302,6 +1385,7 @@ class ApogeeNet(TorchModel, LabelModel):
                 "metadata_columns": list(METADATA_COLUMNS), "metadata_fill": self.metadata_fill_.tolist(),
                 "metadata_mean": self.metadata_mean_.tolist(), "metadata_std": self.metadata_std_.tolist(),
                 "training_format": self.training_format_,
+                "uncertainty_scale": self.uncertainty_scale_.tolist(), "uncertainty_floor": self.uncertainty_floor_.tolist(),
                 "flux_range": [_json_float(float(v)) for v in self.flux_range_],
                 "n_parameters": n_parameters(self.network_), "published": self.is_published,
                 "history": [{k: (_json_float(float(v)) if isinstance(v, (int, float)) else v) for k, v in r.items()}
@@ -1317,6 +1401,10 @@ class ApogeeNet(TorchModel, LabelModel):
             self.metadata_mean_ = np.asarray(extra["metadata_mean"], dtype=np.float64)
             self.metadata_std_ = np.asarray(extra["metadata_std"], dtype=np.float64)
             self.training_format_ = str(extra.get("training_format", ""))
+            # models saved before the calibration, and published weights: the noise spread alone
+            n_labels = len(getattr(self, "label_names_", OUTPUT_ORDER))
+            self.uncertainty_scale_ = np.asarray(extra.get("uncertainty_scale", np.ones(n_labels)), dtype=np.float64)
+            self.uncertainty_floor_ = np.asarray(extra.get("uncertainty_floor", np.zeros(n_labels)), dtype=np.float64)
             self.flux_range_ = np.array([np.nan if v is None else float(v) for v in extra["flux_range"]])
             self._published = bool(extra.get("published", False))
             self.history_ = list(extra.get("history", []))
@@ -1356,6 +1444,16 @@ class ApogeeNet(TorchModel, LabelModel):
         if self.training_targets_ is not None and self.training_targets_.shape[1:] != (len(OUTPUT_ORDER),):
             raise ModelFileError(f"{path}: training_targets has shape {tuple(self.training_targets_.shape)}, "
                                  f"expected (n, {len(OUTPUT_ORDER)})")
+
+
+def _calibration_space(name: str, mean: np.ndarray, std: np.ndarray, truth: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals and uncertainties as the calibration fits them: log10 Teff for TEFF (its errors
+    grow with Teff, from 3,000 to 50,000 K), the label itself otherwise."""
+    if name != "TEFF":
+        return mean - truth, std
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log10(mean) - np.log10(truth), std / (mean * np.log(10.0))
 
 
 def _typical_flux(flux: np.ndarray) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -457,3 +458,58 @@ def test_real_apstar_files_run_end_to_end(real_data, tmp_path):
     prediction = model.predict(model.prepare(spec))
     assert np.isfinite(prediction["TEFF"].mean).all() and np.isfinite(prediction["LOGG"].mean).all()
     assert set(prediction.flags) >= {"outside_training_set", "yso_candidate", "feh_not_reported", "low_snr"}
+
+
+@pytest.fixture(scope="module")
+def calibrated_fit():
+    """A quick APOGEE Net on 240 toy stars: its noise draws know nothing of its own error."""
+    spec, labels = toy_problem(n=320, seed=8)
+    labels["FE_H"][-2:] = labels["FE_H"][0]  # every label known here
+    settings = dict(ApogeeNet.quick_hyperparameters, split=(0.6, 0.4, 0.0), n_draws=8, epochs=8)
+    train = slice(0, 240)
+    calibrated = ApogeeNet(**settings).fit(spec[train], {k: v[train] for k, v in labels.items()})
+    raw = ApogeeNet(**settings, calibrate_uncertainty=False).fit(spec[train], {k: v[train] for k, v in labels.items()})
+    return calibrated, raw, spec[240:], {k: v[240:] for k, v in labels.items()}
+
+
+def _rms_z(prediction, labels, name):
+    estimate = prediction[name]
+    return float(np.sqrt(np.nanmean(((estimate.mean - labels[name]) / estimate.total_std) ** 2)))
+
+
+def test_calibrated_uncertainties_match_the_errors_of_held_out_stars(calibrated_fit):
+    calibrated, raw, spec, labels = calibrated_fit
+    for name in ("TEFF", "FE_H"):
+        assert _rms_z(raw.predict(spec), labels, name) > 2.0, f"{name}: the raw noise spread should be too small"
+        assert 0.7 < _rms_z(calibrated.predict(spec), labels, name) < 1.45, name
+    prediction = calibrated.predict(spec)
+    # the noise spread is scaled, the floor is the network's own error (model_std); Teff's grows with Teff
+    np.testing.assert_allclose(prediction.predictive_std,
+                               raw.predict(spec).predictive_std * calibrated.uncertainty_scale_, rtol=1e-5)
+    teff = prediction["TEFF"]
+    if calibrated.uncertainty_floor_[0] > 0:
+        np.testing.assert_allclose(teff.model_std / teff.mean, np.log(10) * calibrated.uncertainty_floor_[0])
+    assert np.isnan(raw.predict(spec).model_std).all()  # the papers' recipe: no model term
+
+
+def test_calibrate_refits_on_held_out_stars_and_survives_save_and_load(calibrated_fit, tmp_path):
+    calibrated, _, spec, labels = calibrated_fit
+    model = copy.deepcopy(calibrated).calibrate(spec, labels)
+    for name in ("TEFF", "LOGG", "FE_H"):
+        assert 0.8 < _rms_z(model.predict(spec), labels, name) < 1.25, name
+    loaded = le.load_model(model.save(tmp_path / "calibrated"))
+    np.testing.assert_array_equal(loaded.uncertainty_scale_, model.uncertainty_scale_)
+    np.testing.assert_allclose(loaded.predict(spec[:5]).total_std, model.predict(spec[:5]).total_std, rtol=1e-5)
+    with pytest.raises(LabelExplorerError, match=r"no column for \['FE_H'\]"):
+        model.calibrate(spec, {"TEFF": labels["TEFF"], "LOGG": labels["LOGG"]})
+
+
+def test_a_model_saved_before_the_calibration_predicts_the_noise_spread(calibrated_fit, tmp_path):
+    calibrated, raw, spec, _ = calibrated_fit
+    directory = calibrated.save(tmp_path / "old")
+    config = json.loads((directory / "config.json").read_text())
+    del config["extra"]["uncertainty_scale"], config["extra"]["uncertainty_floor"]
+    (directory / "config.json").write_text(json.dumps(config))
+    loaded = le.load_model(directory)
+    np.testing.assert_allclose(loaded.predict(spec[:5]).predictive_std, raw.predict(spec[:5]).predictive_std,
+                               rtol=1e-5)
