@@ -93,9 +93,11 @@ class RidgeBaseline(LabelModel):
     def _fit(self, spectra, values, names, errors):
         from ..exceptions import LabelError
 
-        self.pixel_mean_ = np.where(spectra.mask, np.nan, spectra.flux).astype(np.float64)
-        with np.errstate(all="ignore"):
-            self.pixel_mean_ = np.nan_to_num(np.nanmean(self.pixel_mean_, axis=0), nan=1.0)
+        # mean over each pixel's good values; 1 (the continuum) where no spectrum has one (chip gaps)
+        good = ~spectra.mask & np.isfinite(spectra.flux)
+        counts = good.sum(axis=0)
+        total = np.where(good, spectra.flux, 0.0).sum(axis=0, dtype=np.float64)
+        self.pixel_mean_ = np.where(counts > 0, total / np.maximum(counts, 1), 1.0)
         x = _design(spectra, self.pixel_mean_)
         solver = _GramRidge(x, self.alpha)
         rng = np.random.default_rng(self.random_state)
