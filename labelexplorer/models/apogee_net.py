@@ -968,8 +968,8 @@ class ApogeeNet(TorchModel, LabelModel):
         """Hash of the data and of the settings that shape training (all but the fine-tuning ones when
         *fine_tuning* is False: the all-star stage does not depend on them, so its checkpoint serves
         a run that differs only in fine-tuning, e.g. with and without it)."""
-        ignored = {"progress", "device", "draw_batch_size", "checkpoint_dir", "n_draws", "error_clip", "calibrate_uncertainty",
-                   "outside_distance", "low_snr"}
+        ignored = {"progress", "device", "draw_batch_size", "checkpoint_dir", "n_draws", "error_clip",
+                   "calibrate_uncertainty", "outside_distance", "low_snr"}
         if not fine_tuning:
             ignored |= {"fine_tune_rounds", "fine_tune_fraction", "fine_tune_patience", "fine_tune_learning_rate"}
         settings = {k: v for k, v in self.get_params().items() if k not in ignored}
@@ -1029,7 +1029,8 @@ class ApogeeNet(TorchModel, LabelModel):
         self.label_names_ = list(names)  # what predict needs for the calibration (fit sets it again)
         # on the development stars (the test stars stay clean for the user's own checks)
         dev = split["dev"]
-        self._fit_calibration(spectra[dev], values[dev], names, fit=self.calibrate_uncertainty)
+        truth = values[np.ix_(dev, [names.index(name) for name in self.label_names_])]
+        self._fit_calibration(spectra[dev], truth, fit=self.calibrate_uncertainty)
 
     def calibrate(self, spectra, labels) -> "ApogeeNet":
         """Refit the uncertainty calibration on held-out labelled spectra; returns self.
@@ -1062,24 +1063,21 @@ class ApogeeNet(TorchModel, LabelModel):
         (3,)
         """
         self._check_fitted("be calibrated")
-        values, names, _ = self._label_values(spectra, labels)
-        missing = [name for name in self.label_names_ if name not in names]
-        if missing:
-            raise LabelError(f"labels: no column for {missing}; calibrating needs every label of the model "
-                             f"({self.label_names_})")
-        self._fit_calibration(spectra, values, names, fit=True)
+        self._fit_calibration(spectra, self._reference_labels(spectra, labels)[0], fit=True)
         return self
 
-    def _fit_calibration(self, spectra: Spectra, values: np.ndarray, names: list[str], *, fit: bool) -> None:
-        """Set ``uncertainty_scale_`` and ``uncertainty_floor_`` (per label; Teff's floor in dex of Teff)."""
+    def _fit_calibration(self, spectra: Spectra, truth: np.ndarray, *, fit: bool) -> None:
+        """Set ``uncertainty_scale_`` and ``uncertainty_floor_`` (per label; Teff's floor in dex of Teff)
+        from *spectra* and their labels *truth* in this model's label order."""
         n_labels = len(self.label_names_)
         self.uncertainty_scale_, self.uncertainty_floor_ = np.ones(n_labels), np.zeros(n_labels)
         if not fit or len(spectra) == 0:
             return
         prediction = self._predict(spectra)
         for j, name in enumerate(self.label_names_):
-            truth = np.where(values[:, names.index(name)] == -9999.0, np.nan, values[:, names.index(name)])
-            residual, std = _calibration_space(name, prediction.mean[:, j], prediction.predictive_std[:, j], truth)
+            # without noise draws (n_draws 0 or no errors) the floor alone
+            spread = np.nan_to_num(prediction.predictive_std[:, j])
+            residual, std = _calibration_space(name, prediction.mean[:, j], spread, truth[:, j])
             scale, floor = uncertainty_calibration(residual, std)
             if np.isfinite(scale) and np.isfinite(floor):
                 self.uncertainty_scale_[j], self.uncertainty_floor_[j] = scale, floor
@@ -1288,21 +1286,18 @@ class ApogeeNet(TorchModel, LabelModel):
         mean = np.median(samples, axis=1)
         std = samples.std(axis=1, ddof=1) if samples.shape[1] > 1 else np.full(mean.shape, np.nan)
         flags = self._flags(spectra, mean, z)
-        model_std = None
-        scale, floor = getattr(self, "uncertainty_scale_", None), getattr(self, "uncertainty_floor_", None)
-        if scale is not None and self.calibrate_uncertainty:
-            std = std * scale
-            # Teff's floor is relative (dex of Teff), the others' in their own units; none fitted: unknown
-            model_std = np.stack([mean[:, j] * np.log(10.0) * floor[j] if name == "TEFF" else
-                                  np.full(len(mean), floor[j]) for j, name in enumerate(self.label_names_)], axis=1)
-            model_std[:, floor == 0] = np.nan
+        scale, floor = self.uncertainty_scale_, self.uncertainty_floor_
+        std = std * scale
+        # Teff's floor is relative (dex of Teff), the others' in their own units; none fitted: unknown
+        model_std = np.stack([mean[:, j] * np.log(10.0) * floor[j] if name == "TEFF" else
+                              np.full(len(mean), floor[j]) for j, name in enumerate(self.label_names_)], axis=1)
+        model_std[:, floor == 0] = np.nan
         if "TEFF" in self.label_names_ and "FE_H" in self.label_names_:
             hot = flags["feh_not_reported"]
             column = self.label_names_.index("FE_H")
             mean[hot, column] = np.nan
             std[hot, column] = np.nan
-            if model_std is not None:
-                model_std[hot, column] = np.nan
+            model_std[hot, column] = np.nan
         meta = {"model": self.name, "version": self.version_, "n_draws": samples.shape[1] if use_draws else 0,
                 "photometry": self.use_photometry_, "published": self.is_published}
         return LabelPrediction(self.label_names_, mean, model_std, std, ids=spectra.ids, flags=flags, meta=meta)
@@ -1385,7 +1380,8 @@ class ApogeeNet(TorchModel, LabelModel):
                 "metadata_columns": list(METADATA_COLUMNS), "metadata_fill": self.metadata_fill_.tolist(),
                 "metadata_mean": self.metadata_mean_.tolist(), "metadata_std": self.metadata_std_.tolist(),
                 "training_format": self.training_format_,
-                "uncertainty_scale": self.uncertainty_scale_.tolist(), "uncertainty_floor": self.uncertainty_floor_.tolist(),
+                "uncertainty_scale": self.uncertainty_scale_.tolist(),
+                "uncertainty_floor": self.uncertainty_floor_.tolist(),
                 "flux_range": [_json_float(float(v)) for v in self.flux_range_],
                 "n_parameters": n_parameters(self.network_), "published": self.is_published,
                 "history": [{k: (_json_float(float(v)) if isinstance(v, (int, float)) else v) for k, v in r.items()}

@@ -194,6 +194,17 @@ class LabelModel:
                 raise LabelError("label_errors: uncertainties must be >= 0")
         return values, list(names), errors
 
+    def _reference_labels(self, data, labels, label_errors=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Reference labels of *data* (and their errors) in this model's label order, for a
+        calibration on held-out data: every label of the model is needed; NaN where missing."""
+        values, names, errors = self._label_values(data, labels, label_errors)
+        missing = [name for name in self.label_names_ if name not in names]
+        if missing:
+            raise LabelError(f"labels: no column for {missing}; calibrating needs every label of the model "
+                             f"({self.label_names_})")
+        columns = [names.index(name) for name in self.label_names_]
+        return values[:, columns], None if errors is None else errors[:, columns]
+
     def prepare(self, data):
         """Bring data as the readers return it into the form this model was trained on.
 

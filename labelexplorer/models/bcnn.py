@@ -925,14 +925,9 @@ class BCNN(TorchModel, LabelModel):
         (1,)
         """
         self._check_fitted("be calibrated")
-        values, names, errors = self._label_values(spectra, labels, label_errors)
-        missing = [name for name in self.label_names_ if name not in names]
-        if missing:
-            raise LabelError(f"labels: no column for {missing}; calibrating needs every label of the model "
-                             f"({self.label_names_})")
-        columns = [names.index(name) for name in self.label_names_]
-        y = (values[:, columns] - self.label_mean_) / self.label_std_
-        y_err = np.zeros_like(y) if errors is None else np.nan_to_num(errors[:, columns], nan=0.0) / self.label_std_
+        values, errors = self._reference_labels(spectra, labels, label_errors)
+        y = (values - self.label_mean_) / self.label_std_
+        y_err = np.zeros_like(y) if errors is None else np.nan_to_num(errors, nan=0.0) / self.label_std_
         spectra = self._model_grid(spectra)
         self._check_pixels(spectra)
         self._fit_calibration(*self._mc_moments(self._design(spectra), self.mc_passes)[:3], y, y_err, fit=True)

@@ -483,13 +483,7 @@ class GalaxyCNN(TorchModel, LabelModel):
         """
         self._check_fitted("be calibrated")
         pixels, _ = as_image_array(images)
-        values, names, _ = self._label_values(pixels, labels)
-        missing = [name for name in self.label_names_ if name not in names]
-        if missing:
-            raise LabelError(f"labels: no column for {missing}; calibrating needs every label of the model "
-                             f"({self.label_names_})")
-        values = values[:, [names.index(name) for name in self.label_names_]]
-        values = np.where(values == -9999.0, np.nan, values)
+        values, _ = self._reference_labels(pixels, labels)
         self._fit_calibration(self.prepare_images(pixels), (values - self.label_mean_) / self.label_std_, fit=True)
         return self
 
@@ -504,10 +498,7 @@ class GalaxyCNN(TorchModel, LabelModel):
             rmse = np.sqrt(np.nanmean(residual ** 2, axis=0))
         n_labels = raw.shape[1]
         scale, floor = np.ones(n_labels), np.zeros(n_labels)
-        for j in range(n_labels) if fit else ():
-            if not (raw[:, j] > 0).any():  # no spread at all (no TTA, no MC passes): the RMSE is the error
-                floor[j] = rmse[j] if np.isfinite(rmse[j]) else 0.0
-                continue
+        for j in range(n_labels) if fit else ():  # with no TTA and no MC passes, the floor alone
             fitted = uncertainty_calibration(residual[:, j], raw[:, j])
             if np.isfinite(fitted).all():
                 scale[j], floor[j] = fitted

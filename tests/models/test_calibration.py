@@ -34,3 +34,11 @@ def test_a_floor_far_beyond_the_std_is_found_whole():
     residual = rng.normal(0, 1, 4000) * np.hypot(2 * std, 1.0)
     scale, floor = uncertainty_calibration(residual, std)
     assert scale == 1.0 and floor == pytest.approx(1.0, rel=0.1)
+
+
+def test_no_quoted_spread_at_all_gives_the_floor_alone():
+    """A model run without MC passes or noise draws quotes zeros: its error is the floor."""
+    residual = np.random.default_rng(3).normal(0, 0.2, 500)
+    scale, floor = uncertainty_calibration(residual, np.zeros(500))
+    assert scale == 1.0 and floor == pytest.approx(0.2, rel=0.1)
+    assert uncertainty_calibration(np.zeros(500), np.zeros(500)) == (1.0, 0.0)
